@@ -1,0 +1,33 @@
+# The two commands the README starts with: `make run` and `make test`. Each does its own setup.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint check bench down clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(BIN)/amtp-obs up
+	$(BIN)/amtp-obs demo
+	$(BIN)/amtp-obs verify
+
+test: setup
+	$(BIN)/ruff check src tests bench apps
+	$(PY) -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests bench apps
+
+check: setup
+	$(BIN)/amtp-obs check
+
+bench: setup
+	$(PY) bench/run.py
+
+down:
+	$(BIN)/amtp-obs down
+
+clean: down
+	rm -rf .amtp-obs

@@ -1,0 +1,27 @@
+"""The ``amtp-obs`` command line: each concept's module registers its own commands."""
+
+from __future__ import annotations
+
+import typer
+
+from amtp_obs.check import cli as check_cli
+from amtp_obs.stack import cli as stack_cli
+
+app = typer.Typer(
+    name="amtp-obs",
+    help="AMTP Observability: check the stack as code, run it locally, verify it end to end.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (check_cli, stack_cli):
+    module.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""A small OTLP receiver that records what it is sent: for tests and for debugging exporters.
+
+It speaks real OTLP over real sockets (gRPC and HTTP/protobuf or JSON), binds 127.0.0.1 on a free
+port by default, and flattens what arrived into plain records that tests can assert on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+
+def any_value(v: AnyValue) -> Any:
+    """Convert an OTLP AnyValue to the Python value it carries."""
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return attributes(v.kvlist_value.values)
+    return getattr(v, kind)
+
+
+def attributes(kvs: Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def to_kv(d: dict[str, Any]) -> list[KeyValue]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, bool):
+            out.append(KeyValue(key=k, value=AnyValue(bool_value=v)))
+        elif isinstance(v, int):
+            out.append(KeyValue(key=k, value=AnyValue(int_value=v)))
+        elif isinstance(v, float):
+            out.append(KeyValue(key=k, value=AnyValue(double_value=v)))
+        else:
+            out.append(KeyValue(key=k, value=AnyValue(string_value=str(v))))
+    return out
+
+
+@dataclass
+class ReceivedSpan:
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: int
+    status_code: int
+    status_message: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    events: list[tuple[str, dict[str, Any]]]
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class ReceivedPoint:
+    metric: str
+    unit: str
+    kind: str  # sum | gauge | histogram | exponential_histogram | summary
+    monotonic: bool | None
+    temporality: int | None
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    value: float | None
+    count: int | None = None
+    sum: float | None = None
+    bucket_counts: list[int] = field(default_factory=list)
+    explicit_bounds: list[float] = field(default_factory=list)
+
+
+class OtlpSink:
+    """Records OTLP trace and metric exports received over gRPC and HTTP."""
+
+    def __init__(self, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int = 0) -> None:
+        self.host = host
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self.trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self.http_requests: list[tuple[str, str]] = []  # (path, content-type)
+        self._grpc_port_req = grpc_port
+        self._http_port_req = http_port
+        self._grpc_server: grpc.Server | None = None
+        self._http_server: ThreadingHTTPServer | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> OtlpSink:
+        sink = self
+
+        class TraceSvc(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):  # noqa: N802 - gRPC name
+                sink._add_traces(request)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        class MetricsSvc(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request, context):  # noqa: N802 - gRPC name
+                sink._add_metrics(request)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceSvc(), server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsSvc(), server)
+        self.grpc_port = server.add_insecure_port(f"{self.host}:{self._grpc_port_req}")
+        server.start()
+        self._grpc_server = server
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server name
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                req_cls: Any
+                if self.path == "/v1/traces":
+                    req_cls, add = trace_service_pb2.ExportTraceServiceRequest, sink._add_traces
+                elif self.path == "/v1/metrics":
+                    req_cls, add = metrics_service_pb2.ExportMetricsServiceRequest, sink._add_metrics
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                msg = req_cls()
+                try:
+                    if ctype == "application/json":
+                        json_format.Parse(body, msg)
+                    else:
+                        msg.ParseFromString(body)
+                except Exception as exc:
+                    self.send_response(400)
+                    self.end_headers()
+                    self.wfile.write(str(exc).encode())
+                    return
+                with sink._lock:
+                    sink.http_requests.append((self.path, ctype))
+                add(msg)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+        self._http_server = ThreadingHTTPServer((self.host, self._http_port_req), Handler)
+        self.http_port = self._http_server.server_address[1]
+        threading.Thread(target=self._http_server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace=None)
+        if self._http_server is not None:
+            self._http_server.shutdown()
+            self._http_server.server_close()
+
+    def __enter__(self) -> OtlpSink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"http://{self.host}:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    # -- recording -------------------------------------------------------------------------
+    def _add_traces(self, req: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        with self._cond:
+            self.trace_requests.append(req)
+            self._cond.notify_all()
+
+    def _add_metrics(self, req: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        with self._cond:
+            self.metric_requests.append(req)
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:
+        """Block until ``predicate(self)`` is true or the timeout passes."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout=timeout)
+
+    # -- views -----------------------------------------------------------------------------
+    def spans(self) -> list[ReceivedSpan]:
+        with self._lock:
+            reqs = list(self.trace_requests)
+        out = []
+        for req in reqs:
+            for rs in req.resource_spans:
+                res = attributes(rs.resource.attributes)
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        out.append(
+                            ReceivedSpan(
+                                trace_id=s.trace_id.hex(),
+                                span_id=s.span_id.hex(),
+                                parent_span_id=s.parent_span_id.hex(),
+                                name=s.name,
+                                kind=s.kind,
+                                status_code=s.status.code,
+                                status_message=s.status.message,
+                                attributes=attributes(s.attributes),
+                                resource=res,
+                                scope=ss.scope.name,
+                                events=[(e.name, attributes(e.attributes)) for e in s.events],
+                                start_ns=s.start_time_unix_nano,
+                                end_ns=s.end_time_unix_nano,
+                            )
+                        )
+        return out
+
+    def points(self) -> list[ReceivedPoint]:
+        with self._lock:
+            reqs = list(self.metric_requests)
+        out: list[ReceivedPoint] = []
+        for req in reqs:
+            for rm in req.resource_metrics:
+                res = attributes(rm.resource.attributes)
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        data = getattr(m, kind)
+                        for dp in data.data_points:
+                            common = dict(
+                                metric=m.name,
+                                unit=m.unit,
+                                kind=kind,
+                                monotonic=getattr(data, "is_monotonic", None),
+                                temporality=getattr(data, "aggregation_temporality", None),
+                                attributes=attributes(dp.attributes),
+                                resource=res,
+                            )
+                            if kind in ("sum", "gauge"):
+                                v = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
+                                out.append(ReceivedPoint(value=float(v), **common))
+                            elif kind == "histogram":
+                                out.append(
+                                    ReceivedPoint(
+                                        value=None,
+                                        count=dp.count,
+                                        sum=dp.sum,
+                                        bucket_counts=list(dp.bucket_counts),
+                                        explicit_bounds=list(dp.explicit_bounds),
+                                        **common,
+                                    )
+                                )
+                            else:
+                                out.append(ReceivedPoint(value=None, count=getattr(dp, "count", None), **common))
+        return out
+
+    def latest(self, metric: str) -> list[ReceivedPoint]:
+        """The most recent point per attribute set for a cumulative metric."""
+        latest: dict[tuple, ReceivedPoint] = {}
+        for p in self.points():
+            if p.metric == metric:
+                latest[tuple(sorted(p.attributes.items()))] = p
+        return list(latest.values())
