@@ -41,3 +41,17 @@ AMTP_OBS_CAPTURE_CONTENT: Final = "AMTP_OBS_CAPTURE_CONTENT"
 """``true`` turns on prompt/response capture (off by default: content is never recorded otherwise)."""
 AMTP_OBS_PROJECT_DIR: Final = "AMTP_OBS_PROJECT_DIR"
 """Directory holding docker-compose.observability.yml; default: searched upwards from the cwd."""
+
+# Grafana SMTP settings (GF_<SECTION>_<KEY>): the alerting translation builds Alertmanager
+# email_configs from the same values Grafana's email contact point would use.
+GF_SMTP_HOST: Final = "GF_SMTP_HOST"
+GF_SMTP_USER: Final = "GF_SMTP_USER"
+GF_SMTP_PASSWORD: Final = "GF_SMTP_PASSWORD"
+GF_SMTP_FROM_ADDRESS: Final = "GF_SMTP_FROM_ADDRESS"
+GF_SMTP_STARTTLS_POLICY: Final = "GF_SMTP_STARTTLS_POLICY"
+
+AMTP_OBS_ALERT_FOR: Final = "AMTP_OBS_ALERT_FOR"
+"""Overrides every alert rule's ``for`` when the embedded stack translates alerting.yaml (e.g. ``10s``)."""
+
+AMTP_VERIFY_RUN_ID: Final = "AMTP_VERIFY_RUN_ID"
+"""verify_trace.py's run id when ``--run-id`` is not given (resource attribute contract.VERIFY_RUN_ID)."""
