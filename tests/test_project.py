@@ -55,7 +55,7 @@ def test_discover_walks_up_and_reports_missing(tmp_path: Path) -> None:
     sub = tmp_path / "a" / "b"
     sub.mkdir(parents=True)
     assert Project.discover(sub, environ={}).root == tmp_path.resolve()
-    with pytest.raises(ProjectError, match="no docker-compose.observability.yml"):
+    with pytest.raises(ProjectError, match=r"no docker-compose\.observability\.yml"):
         Project.discover(Path("/"), environ={})
 
 

@@ -172,3 +172,60 @@ MCP_HISTOGRAMS: Final = (MCP_TOOL_DURATION, MCP_GITHUB_API_DURATION)
 
 # Instrumentation scope names.
 SCOPE_NAME: Final = "amtp_obs"
+
+# --------------------------------------------------------------------------------------------
+# Provider names and cache usage (used by amtp_obs.instrument)
+# --------------------------------------------------------------------------------------------
+
+PROVIDER_OPENAI: Final = "openai"
+"""``llm.provider`` / ``gen_ai.system`` value of the OpenAI client instrumentation."""
+PROVIDER_ANTHROPIC: Final = "anthropic"
+"""``llm.provider`` / ``gen_ai.system`` value of the Anthropic client instrumentation."""
+
+# GenAI semconv names for prompt-cache usage (Anthropic reports them; they are part of the prompt).
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+
+# --------------------------------------------------------------------------------------------
+# Pipeline verification (apps/otel-verify/verify_trace.py; self-contained, so tests pin its
+# literal names to these)
+# --------------------------------------------------------------------------------------------
+
+VERIFY_SERVICE_NAME: Final = "amtp-otel-verify"
+"""service.name of verify_trace.py unless OTEL_SERVICE_NAME is set."""
+VERIFY_RUN_ID: Final = "amtp.verify.run_id"
+"""Resource attribute holding verify_trace.py's ``--run-id``, so concurrent runs are told apart."""
+VERIFY_PROMPT_TOKENS: Final = 128
+VERIFY_COMPLETION_TOKENS: Final = 64
+VERIFY_MODEL: Final = "gpt-4o"
+VERIFY_PROVIDER: Final = "openai"
+
+# --------------------------------------------------------------------------------------------
+# Validators (amtp_obs.contract.validate), re-exported lazily: importing the names stays cheap.
+# --------------------------------------------------------------------------------------------
+
+_VALIDATE_EXPORTS: Final = frozenset(
+    {
+        "ContractViolationError",
+        "MetricPoint",
+        "Violation",
+        "assert_valid",
+        "points_from_metrics_data",
+        "points_from_otlp",
+        "validate_metric_points",
+        "validate_metrics_data",
+        "validate_metrics_request",
+        "validate_readable_span",
+        "validate_span",
+        "validate_spans",
+        "validate_trace_request",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _VALIDATE_EXPORTS:
+        from amtp_obs.contract import validate
+
+        return getattr(validate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

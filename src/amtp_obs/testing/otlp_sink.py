@@ -88,7 +88,7 @@ class OtlpSink:
 
     def __init__(self, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int = 0) -> None:
         self.host = host
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self.trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
@@ -105,12 +105,12 @@ class OtlpSink:
         sink = self
 
         class TraceSvc(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request, context):  # noqa: N802 - gRPC name
+            def Export(self, request, context):
                 sink._add_traces(request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         class MetricsSvc(metrics_service_pb2_grpc.MetricsServiceServicer):
-            def Export(self, request, context):  # noqa: N802 - gRPC name
+            def Export(self, request, context):
                 sink._add_metrics(request)
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
@@ -125,7 +125,7 @@ class OtlpSink:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 if self.headers.get("Content-Encoding") == "gzip":

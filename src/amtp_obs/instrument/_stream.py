@@ -1,0 +1,191 @@
+"""Proxies around the vendors' Stream/AsyncStream that end the ``llm.completion`` span exactly once.
+
+A proxy (``wrapt.ObjectProxy``) rather than a subclass or a copy, so user code keeps the vendor's
+object: every attribute (``.response``, private helpers the vendors' own stream managers read) is
+forwarded, and ``isinstance(proxy, openai.Stream)`` stays true because the proxy reports the
+wrapped object's ``__class__``. ``type(proxy)`` is the one thing that differs.
+
+The span ends on the first of: the stream is exhausted, the stream raises (vendor error, dropped
+connection, ``asyncio.CancelledError``), ``close()``/``aclose()``, leaving a ``with``/``async with``
+block, or the proxy being garbage-collected after ``break``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from typing import Any, Protocol
+
+import wrapt
+
+from amtp_obs.sdk import LLMCall
+
+log = logging.getLogger(__name__)
+
+
+class Accumulator(Protocol):
+    """Provider-specific reader of stream items: collects usage, model, id, finish reasons, text."""
+
+    def add(self, item: Any) -> None: ...
+
+    def apply(self, call: LLMCall) -> None:
+        """Put what was collected on the call (before it ends)."""
+        ...
+
+
+class StreamTracker:
+    """Owns one LLMCall for the life of a stream; ``finish`` is idempotent and thread-safe."""
+
+    def __init__(self, call: LLMCall, accumulator: Accumulator) -> None:
+        self.call = call
+        self.accumulator = accumulator
+        self.items = 0
+        self.finished = False
+        self._lock = threading.Lock()
+
+    def item(self, item: Any) -> None:
+        if self.finished:
+            return
+        self.items += 1
+        if self.items == 1:
+            safely(self.call.set_first_chunk)
+        safely(self.accumulator.add, item)
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        with self._lock:
+            if self.finished:
+                return
+            self.finished = True
+        safely(self.accumulator.apply, self.call)
+        safely(self.call.end, exc=exc)
+
+
+def safely(fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Telemetry must never break the user's LLM call: log our own failures instead of raising."""
+    try:
+        fn(*args, **kwargs)
+    except Exception:  # pragma: no cover - only reached through a bug in our code or the SDK
+        log.exception("amtp_obs.instrument: telemetry step %r failed", getattr(fn, "__name__", fn))
+
+
+class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Proxy of a vendor ``Stream``: same chunks, same object underneath, span ends once."""
+
+    def __init__(self, wrapped: Any, tracker: StreamTracker) -> None:
+        super().__init__(wrapped)
+        self._self_tracker = tracker
+
+    @property
+    def telemetry_call(self) -> LLMCall:
+        """The LLMCall behind this stream (for tests and advanced users)."""
+        return self._self_tracker.call
+
+    def __iter__(self) -> SyncStreamProxy:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            item = self.__wrapped__.__next__()
+        except StopIteration:
+            self._self_tracker.finish()
+            raise
+        except BaseException as exc:
+            self._self_tracker.finish(exc)
+            raise
+        self._self_tracker.item(item)
+        return item
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_tracker.finish()
+
+    def __enter__(self) -> SyncStreamProxy:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            self._self_tracker.finish()
+
+    def __del__(self) -> None:
+        # Abandoned after `break`: the span still ends (as closed early), once.
+        tracker = getattr(self, "_self_tracker", None)
+        if tracker is not None and not tracker.finished:
+            tracker.finish()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("an instrumented LLM stream cannot be pickled (nor can the vendor's stream)")
+
+
+class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Proxy of a vendor ``AsyncStream``; also ends the span on ``asyncio.CancelledError``."""
+
+    def __init__(self, wrapped: Any, tracker: StreamTracker) -> None:
+        super().__init__(wrapped)
+        self._self_tracker = tracker
+
+    @property
+    def telemetry_call(self) -> LLMCall:
+        return self._self_tracker.call
+
+    def __aiter__(self) -> AsyncStreamProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            item = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_tracker.finish()
+            raise
+        except BaseException as exc:  # CancelledError is a BaseException: it ends the span too
+            self._self_tracker.finish(exc)
+            raise
+        self._self_tracker.item(item)
+        return item
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_tracker.finish()
+
+    async def aclose(self) -> None:
+        """The vendor's ``aclose`` where it has one (openai), else ``close`` (anthropic has only that)."""
+        closer = getattr(self.__wrapped__, "aclose", None) or self.__wrapped__.close
+        try:
+            await closer()
+        finally:
+            self._self_tracker.finish()
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            self._self_tracker.finish()
+
+    def __del__(self) -> None:
+        tracker = getattr(self, "_self_tracker", None)
+        if tracker is not None and not tracker.finished:
+            tracker.finish()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("an instrumented LLM stream cannot be pickled (nor can the vendor's stream)")

@@ -1,0 +1,209 @@
+"""The Anthropic client: ``messages.create``/``.parse`` and the ``messages.stream(...)`` helper.
+
+Usage: ``input_tokens`` plus the prompt-cache tokens (``cache_read_input_tokens``,
+``cache_creation_input_tokens``) make the prompt count, as the GenAI semantic conventions ask; the
+cache parts are also recorded on their own attributes. In a stream, ``message_start`` carries the
+input usage and ``message_delta`` the (cumulative) output usage; usage counts as reported only once
+``message_delta`` arrived, so a stream closed or broken before it records provenance ``unavailable``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from amtp_obs import contract
+from amtp_obs.instrument._core import (
+    RequestInfo,
+    Target,
+    given,
+    instrumented_awaitable,
+    instrumented_request,
+    log,
+    number_attributes,
+    wrap_call,
+)
+from amtp_obs.sdk import LLMCall
+
+MODULE = "anthropic.resources.messages.messages"
+# Where the stream managers keep their deferred request (name-mangled private attributes).
+_SYNC_MANAGER_REQUEST = "_MessageStreamManager__api_request"
+_ASYNC_MANAGER_REQUEST = "_AsyncMessageStreamManager__api_request"
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _set_usage(
+    call: LLMCall, input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int
+) -> None:
+    call.set_usage(
+        input_tokens + cache_read + cache_creation,
+        output_tokens,
+        provenance=contract.PROVENANCE_REPORTED,
+    )
+    if cache_read:
+        call.set_attribute(contract.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read)
+    if cache_creation:
+        call.set_attribute(contract.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation)
+
+
+def _texts(blocks: Any) -> list[str]:
+    return [b.text for b in blocks or () if getattr(b, "type", None) == "text" and isinstance(b.text, str)]
+
+
+class AnthropicAccumulator:
+    """Reads ``RawMessageStreamEvent`` objects in order."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.stop_reason: str | None = None
+        self.input_tokens = 0
+        self.cache_read = 0
+        self.cache_creation = 0
+        self.output_tokens: int | None = None
+        self.text: list[str] = []
+
+    def add(self, event: Any) -> None:
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            message = event.message
+            self.model = getattr(message, "model", None)
+            self.response_id = getattr(message, "id", None)
+            usage = getattr(message, "usage", None)
+            if usage is not None:
+                self.input_tokens = _int(usage.input_tokens)
+                self.cache_read = _int(getattr(usage, "cache_read_input_tokens", 0))
+                self.cache_creation = _int(getattr(usage, "cache_creation_input_tokens", 0))
+        elif kind == "content_block_delta":
+            text = getattr(event.delta, "text", None)
+            if isinstance(text, str):
+                self.text.append(text)
+        elif kind == "message_delta":
+            self.stop_reason = getattr(event.delta, "stop_reason", None) or self.stop_reason
+            usage = getattr(event, "usage", None)
+            if usage is not None:
+                self.output_tokens = _int(usage.output_tokens)
+                # Newer API versions repeat the (cumulative) input figures here: they win.
+                if isinstance(getattr(usage, "input_tokens", None), int):
+                    self.input_tokens = usage.input_tokens
+                if isinstance(getattr(usage, "cache_read_input_tokens", None), int):
+                    self.cache_read = usage.cache_read_input_tokens
+                if isinstance(getattr(usage, "cache_creation_input_tokens", None), int):
+                    self.cache_creation = usage.cache_creation_input_tokens
+
+    def apply(self, call: LLMCall) -> None:
+        call.set_response(
+            model=self.model,
+            response_id=self.response_id,
+            finish_reasons=[self.stop_reason] if self.stop_reason else None,
+        )
+        if self.text:
+            call.record_output(["".join(self.text)])
+        if self.output_tokens is not None:
+            _set_usage(call, self.input_tokens, self.output_tokens, self.cache_read, self.cache_creation)
+
+
+class AnthropicAdapter:
+    provider = contract.PROVIDER_ANTHROPIC
+
+    def request(self, kwargs: dict[str, Any]) -> RequestInfo | None:
+        model = kwargs.get("model")
+        if not isinstance(model, str) or not model:
+            return None
+        messages = kwargs.get("messages")
+        system = kwargs.get("system")
+        if given(system) and isinstance(messages, list):
+            messages = [{"role": "system", "content": system}, *messages]
+        return RequestInfo(
+            model=model,
+            stream=kwargs.get("stream") is True,
+            messages=messages,
+            attributes=number_attributes(
+                {
+                    contract.GEN_AI_REQUEST_MAX_TOKENS: kwargs.get("max_tokens"),
+                    contract.GEN_AI_REQUEST_TEMPERATURE: kwargs.get("temperature"),
+                }
+            ),
+        )
+
+    def prepare(self, kwargs: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
+        return kwargs
+
+    def apply_response(self, call: LLMCall, result: Any) -> None:
+        usage = getattr(result, "usage", None)
+        if getattr(result, "type", None) != "message":
+            return  # a raw/streaming response wrapper: its body is the caller's to read
+        stop = getattr(result, "stop_reason", None)
+        call.set_response(
+            model=getattr(result, "model", None),
+            response_id=getattr(result, "id", None),
+            finish_reasons=[stop] if stop else None,
+        )
+        texts = _texts(getattr(result, "content", None))
+        if texts:
+            call.record_output(["".join(texts)])
+        if usage is not None and isinstance(getattr(usage, "output_tokens", None), int):
+            _set_usage(
+                call,
+                _int(usage.input_tokens),
+                usage.output_tokens,
+                _int(getattr(usage, "cache_read_input_tokens", 0)),
+                _int(getattr(usage, "cache_creation_input_tokens", 0)),
+            )
+
+    def accumulator(self) -> AnthropicAccumulator:
+        return AnthropicAccumulator()
+
+    def stream_types(self) -> tuple[type, type]:
+        from anthropic import AsyncStream, Stream
+
+        return Stream, AsyncStream
+
+
+ADAPTER = AnthropicAdapter()
+
+
+def wrap_stream_helper(original: Any, *, is_async: bool) -> Any:
+    """Wrap ``messages.stream(...)``: the span starts when the manager sends the request (``with``)."""
+    attr = _ASYNC_MANAGER_REQUEST if is_async else _SYNC_MANAGER_REQUEST
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        manager = original(self, *args, **kwargs)
+        try:
+            info = ADAPTER.request({**kwargs, "stream": True})
+            request = getattr(manager, attr, None)
+            if info is None or request is None:
+                if request is None:
+                    log.debug("amtp_obs.instrument: %s has no %s; stream helper not traced", manager, attr)
+                return manager
+            if is_async:
+                setattr(manager, attr, instrumented_awaitable(ADAPTER, info, request))
+            else:
+                setattr(manager, attr, functools.partial(instrumented_request, ADAPTER, info, request))
+        except Exception:  # pragma: no cover - a bug of ours must not break the user's call
+            log.exception("amtp_obs.instrument: could not instrument messages.stream")
+        return manager
+
+    wrapper.__amtp_obs_original__ = original  # type: ignore[attr-defined]
+    return wrapper
+
+
+def targets() -> list[Target]:
+    def sync(original: Any) -> Any:
+        return wrap_call(original, ADAPTER, is_async=False)
+
+    def asynchronous(original: Any) -> Any:
+        return wrap_call(original, ADAPTER, is_async=True)
+
+    return [
+        Target(MODULE, "Messages", "create", sync),
+        Target(MODULE, "Messages", "parse", sync),
+        Target(MODULE, "Messages", "stream", lambda o: wrap_stream_helper(o, is_async=False)),
+        Target(MODULE, "AsyncMessages", "create", asynchronous),
+        Target(MODULE, "AsyncMessages", "parse", asynchronous),
+        Target(MODULE, "AsyncMessages", "stream", lambda o: wrap_stream_helper(o, is_async=True)),
+    ]

@@ -1,0 +1,206 @@
+"""The OpenAI client: ``chat.completions.create`` and ``.parse``, sync and async, streaming or not.
+
+``chat.completions.stream(...)`` goes through ``create`` and is covered by it; its stream object's
+``close()`` only closes the HTTP response, so that ``close`` is wrapped too, to end the span then.
+
+Streams report usage only when asked (``stream_options={"include_usage": True}``): with
+``instrument(include_usage=True)`` we add that option when the caller set no ``stream_options`` at
+all, and the extra final chunk the API then sends (``choices == []``, ``usage`` set) is passed
+through to the caller unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from amtp_obs import contract
+from amtp_obs.instrument._core import (
+    OPTIONS,
+    RequestInfo,
+    Target,
+    given,
+    number_attributes,
+    wrap_call,
+)
+from amtp_obs.instrument._stream import AsyncStreamProxy, SyncStreamProxy
+from amtp_obs.sdk import LLMCall
+
+MODULE = "openai.resources.chat.completions.completions"
+HELPER_MODULE = "openai.lib.streaming.chat._completions"
+STREAM_OPTIONS = "stream_options"
+INCLUDE_USAGE = "include_usage"
+
+
+def _content_text(content: Any) -> str | None:
+    return content if isinstance(content, str) else None
+
+
+class OpenAIAccumulator:
+    """Reads ``ChatCompletionChunk`` objects: usage (final chunk), model, id, finish reasons, text."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.usage: Any = None
+        self.finish: dict[int, str] = {}
+        self.text: dict[int, list[str]] = {}
+
+    def add(self, chunk: Any) -> None:
+        self.model = getattr(chunk, "model", None) or self.model
+        self.response_id = getattr(chunk, "id", None) or self.response_id
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+        for choice in getattr(chunk, "choices", None) or ():
+            index = getattr(choice, "index", 0) or 0
+            if getattr(choice, "finish_reason", None):
+                self.finish[index] = choice.finish_reason
+            delta = getattr(choice, "delta", None)
+            piece = getattr(delta, "content", None) if delta is not None else None
+            if isinstance(piece, str) and piece:
+                self.text.setdefault(index, []).append(piece)
+
+    def apply(self, call: LLMCall) -> None:
+        call.set_response(
+            model=self.model,
+            response_id=self.response_id,
+            finish_reasons=[self.finish[i] for i in sorted(self.finish)] or None,
+        )
+        if self.text:
+            call.record_output(["".join(self.text[i]) for i in sorted(self.text)])
+        _set_usage(call, self.usage)
+
+
+def _set_usage(call: LLMCall, usage: Any) -> None:
+    """Reported usage only: without a usage block the SDK records provenance ``unavailable``."""
+    if usage is None:
+        return
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return
+    total = getattr(usage, "total_tokens", None)
+    call.set_usage(
+        prompt,
+        completion,
+        total if isinstance(total, int) else None,
+        provenance=contract.PROVENANCE_REPORTED,
+    )
+
+
+class OpenAIAdapter:
+    provider = contract.PROVIDER_OPENAI
+
+    def request(self, kwargs: dict[str, Any]) -> RequestInfo | None:
+        model = kwargs.get("model")
+        if not isinstance(model, str) or not model:
+            return None  # the client itself rejects the call; nothing to measure
+        max_tokens = kwargs.get("max_completion_tokens")
+        if not given(max_tokens):
+            max_tokens = kwargs.get("max_tokens")
+        return RequestInfo(
+            model=model,
+            stream=kwargs.get("stream") is True,
+            messages=kwargs.get("messages"),
+            attributes=number_attributes(
+                {
+                    contract.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,
+                    contract.GEN_AI_REQUEST_TEMPERATURE: kwargs.get("temperature"),
+                }
+            ),
+        )
+
+    def prepare(self, kwargs: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
+        """Ask for the usage chunk when streaming and the caller did not set ``stream_options``."""
+        if not (info.stream and OPTIONS.include_usage):
+            return kwargs
+        if STREAM_OPTIONS in kwargs and type(kwargs[STREAM_OPTIONS]).__name__ not in ("Omit", "NotGiven"):
+            return kwargs
+        extra_body = kwargs.get("extra_body")
+        if isinstance(extra_body, dict) and STREAM_OPTIONS in extra_body:
+            return kwargs
+        return {**kwargs, STREAM_OPTIONS: {INCLUDE_USAGE: True}}
+
+    def apply_response(self, call: LLMCall, result: Any) -> None:
+        choices = getattr(result, "choices", None)
+        if choices is None:
+            return  # a raw/streaming response wrapper: its body is the caller's to read
+        call.set_response(
+            model=getattr(result, "model", None),
+            response_id=getattr(result, "id", None),
+            finish_reasons=[c.finish_reason for c in choices if getattr(c, "finish_reason", None)] or None,
+        )
+        texts = [
+            text
+            for c in choices
+            if (text := _content_text(getattr(getattr(c, "message", None), "content", None))) is not None
+        ]
+        if texts:
+            call.record_output(texts)
+        _set_usage(call, getattr(result, "usage", None))
+
+    def accumulator(self) -> OpenAIAccumulator:
+        return OpenAIAccumulator()
+
+    def stream_types(self) -> tuple[type, type]:
+        from openai import AsyncStream, Stream
+
+        return Stream, AsyncStream
+
+
+ADAPTER = OpenAIAdapter()
+
+
+def _finish_raw_stream(helper: Any) -> None:
+    """End the span of the instrumented stream a ``ChatCompletionStream`` helper reads from."""
+    raw = getattr(helper, "_raw_stream", None)
+    if isinstance(raw, SyncStreamProxy | AsyncStreamProxy):
+        raw._self_tracker.finish()
+
+
+def wrap_helper_close(original: Any, *, is_async: bool) -> Any:
+    if is_async:
+
+        @functools.wraps(original)
+        async def async_close(self: Any) -> None:
+            try:
+                await original(self)
+            finally:
+                _finish_raw_stream(self)
+
+        return async_close
+
+    @functools.wraps(original)
+    def close(self: Any) -> None:
+        try:
+            original(self)
+        finally:
+            _finish_raw_stream(self)
+
+    return close
+
+
+def _sync_close(original: Any) -> Any:
+    return wrap_helper_close(original, is_async=False)
+
+
+def _async_close(original: Any) -> Any:
+    return wrap_helper_close(original, is_async=True)
+
+
+def targets() -> list[Target]:
+    def sync(original: Any) -> Any:
+        return wrap_call(original, ADAPTER, is_async=False)
+
+    def asynchronous(original: Any) -> Any:
+        return wrap_call(original, ADAPTER, is_async=True)
+
+    return [
+        Target(MODULE, "Completions", "create", sync),
+        Target(MODULE, "Completions", "parse", sync),
+        Target(MODULE, "AsyncCompletions", "create", asynchronous),
+        Target(MODULE, "AsyncCompletions", "parse", asynchronous),
+        Target(HELPER_MODULE, "ChatCompletionStream", "close", _sync_close),
+        Target(HELPER_MODULE, "AsyncChatCompletionStream", "close", _async_close),
+    ]

@@ -1,0 +1,1 @@
+"""SDK internals: configuration (`config`) and the per-call recorder (`call`). Not public API."""

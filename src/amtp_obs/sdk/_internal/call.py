@@ -1,0 +1,406 @@
+"""LLMCall: one LLM request as an ``llm.completion`` span plus the three token counters.
+
+Hot-path rules (issue 6, <= 1.3x the raw OTel SDK): attribute dicts are precomputed per
+(provider, model, request type, operation, stream) and reused; nothing reads the environment or logs
+while a call is recorded; everything set during the call is buffered and applied to the span in one
+``set_attributes`` at end.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from amtp_obs import contract
+from amtp_obs.sdk._internal import config
+from amtp_obs.sdk._internal.config import Telemetry
+
+_PROVENANCES = frozenset(contract.PROVENANCE_VALUES)
+_ATTR_CACHE_MAX = 4096
+_CLIENT = SpanKind.CLIENT
+_INTERNAL = SpanKind.INTERNAL
+_P_PROMPT = contract.LLM_TOKENS_PROMPT
+_P_COMPLETION = contract.LLM_TOKENS_COMPLETION
+_P_TOTAL = contract.LLM_TOKENS_TOTAL
+_P_IN = contract.GEN_AI_USAGE_INPUT_TOKENS
+_P_OUT = contract.GEN_AI_USAGE_OUTPUT_TOKENS
+_P_PROV = contract.LLM_TOKENS_PROVENANCE
+_UNAVAILABLE = contract.PROVENANCE_UNAVAILABLE
+_REPORTED = contract.PROVENANCE_REPORTED
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ("unknown" if value is None else str(value))
+
+
+def _attribute_sets(
+    t: Telemetry, provider: Any, model: Any, request_type: Any, operation: Any, stream: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The span-start and metric attribute dicts for this call shape, built once and shared."""
+    key = (provider, model, request_type, operation, stream)
+    cached = t._attr_cache.get(key)
+    if cached is not None:
+        return cached
+    p, m, rt = _text(provider), _text(model), _text(request_type)
+    span_attrs: dict[str, Any] = {
+        contract.LLM_PROVIDER: p,
+        contract.LLM_MODEL: m,
+        contract.LLM_REQUEST_TYPE: rt,
+        contract.GEN_AI_SYSTEM: p,
+        contract.GEN_AI_REQUEST_MODEL: m,
+        contract.GEN_AI_OPERATION_NAME: _text(operation) if operation is not None else rt,
+        contract.GEN_AI_PROVIDER_NAME: p,
+        contract.GEN_AI_REQUEST_STREAM: bool(stream),
+    }
+    metric_attrs = {contract.LLM_MODEL: m, contract.LLM_PROVIDER: p, contract.GEN_AI_SYSTEM: p}
+    assert tuple(metric_attrs) == contract.REQUIRED_METRIC_ATTRIBUTES
+    if len(t._attr_cache) >= _ATTR_CACHE_MAX:  # bounded: a runaway set of model names cannot leak
+        t._attr_cache.clear()
+    t._attr_cache[key] = (span_attrs, metric_attrs)
+    return span_attrs, metric_attrs
+
+
+def _count(value: Any) -> int | None:
+    """A token count as a non-negative int, or None when the value cannot be one (bool is not a count)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
+
+
+def _json_default(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)  # pydantic models (openai/anthropic SDK types)
+    if callable(dump):
+        return dump()
+    return str(obj)
+
+
+def _serialize(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    try:
+        return json.dumps(content, default=_json_default, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(content)
+
+
+def _error_type(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"
+
+
+class LLMCall:
+    """One LLM request: use as a (sync or async) context manager, or drive start()/end() by hand.
+
+    end() is idempotent: the span ends and the counters are recorded exactly once, however many
+    times end() (or __exit__) runs, so stream wrappers may call it from every exit path.
+    """
+
+    __slots__ = (
+        "_completion",
+        "_extra",
+        "_metric_attrs",
+        "_name",
+        "_once",
+        "_prompt",
+        "_provenance",
+        "_span",
+        "_span_attrs",
+        "_t",
+        "_token",
+        "_total",
+        "_ttfc_set",
+    )
+
+    def __init__(
+        self, telemetry: Telemetry, name: str, span_attrs: dict[str, Any], metric_attrs: dict[str, Any]
+    ) -> None:
+        self._t = telemetry
+        self._name = name
+        self._span_attrs = span_attrs
+        self._metric_attrs = metric_attrs
+        self._span: Span | None = None
+        self._token: object | None = None
+        self._once = [None]
+        self._prompt: int | None = None
+        self._completion: int | None = None
+        self._total: int | None = None
+        self._provenance: str | None = None
+        self._extra: dict[str, Any] | None = None
+        self._ttfc_set = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> LLMCall:
+        """Start the CLIENT span (not made current; entering the call does that). Idempotent."""
+        if self._span is None:
+            self._span = self._t.tracer.start_span(self._name, kind=_CLIENT, attributes=self._span_attrs)
+        return self
+
+    def end(self, exc: BaseException | None = None) -> None:
+        """Finish the call: attributes, status, span end and counters, exactly once."""
+        try:
+            self._once.pop()  # atomic under the GIL: only the first end() gets past this
+        except IndexError:
+            return
+        span = self._span
+        if span is None:
+            span = self.start()._span
+            assert span is not None
+        p, c = self._prompt, self._completion
+        counted = p is not None and c is not None and self._provenance != _UNAVAILABLE
+        attrs: dict[str, Any]
+        if counted:
+            total = p + c  # type: ignore[operator]
+            attrs = {
+                _P_PROMPT: p,
+                _P_COMPLETION: c,
+                _P_TOTAL: total,
+                _P_IN: p,
+                _P_OUT: c,
+                _P_PROV: self._provenance,
+            }
+        else:
+            attrs = {_P_PROV: _UNAVAILABLE}
+            if p is not None:
+                attrs[_P_PROMPT] = attrs[_P_IN] = p
+            if c is not None:
+                attrs[_P_COMPLETION] = attrs[_P_OUT] = c
+            if self._total is not None:
+                attrs[_P_TOTAL] = self._total
+        if self._extra:
+            attrs.update(self._extra)
+        if exc is not None:
+            attrs[contract.ERROR_TYPE] = _error_type(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.record_exception(exc)
+        span.set_attributes(attrs)
+        span.end()
+        if counted:
+            m = self._metric_attrs
+            t = self._t
+            # Exemplars link the counters to this trace: when the call is not the current span
+            # (driven by start()/end()), hand its context to the counters explicitly.
+            ctx = None if self._token is not None else trace.set_span_in_context(span)
+            t.prompt_tokens.add(p, m, ctx)  # type: ignore[arg-type]
+            t.completion_tokens.add(c, m, ctx)  # type: ignore[arg-type]
+            t.total_tokens.add(total, m, ctx)
+
+    @property
+    def ended(self) -> bool:
+        return not self._once
+
+    def __enter__(self) -> LLMCall:
+        if self._span is None:
+            self.start()
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))  # type: ignore[arg-type]
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self.end(exc)
+        finally:
+            token, self._token = self._token, None
+            if token is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> LLMCall:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- what happened -------------------------------------------------------------------------
+    def set_usage(
+        self,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        total_tokens: int | None = None,
+        *,
+        provenance: str = _REPORTED,
+    ) -> None:
+        """Token counts for this call; the last call before end() wins.
+
+        The contract's total is always prompt + completion (a different vendor total is not used);
+        ``total_tokens`` only shows on the span when one of the other two is unknown. If either count
+        is unknown the call's provenance is ``unavailable`` and the counters are not incremented.
+        """
+        if provenance not in _PROVENANCES:
+            raise ValueError(
+                f"{contract.LLM_TOKENS_PROVENANCE} must be one of {', '.join(contract.PROVENANCE_VALUES)},"
+                f" got {provenance!r}"
+            )
+        self._prompt = _count(prompt_tokens)
+        self._completion = _count(completion_tokens)
+        self._total = _count(total_tokens)
+        self._provenance = provenance
+
+    def set_response(
+        self,
+        *,
+        model: str | None = None,
+        response_id: str | None = None,
+        finish_reasons: Sequence[str] | None = None,
+    ) -> None:
+        """What the vendor answered with (``gen_ai.response.*``); unknown values are left out."""
+        extra = self._extra_dict()
+        if model is not None:
+            extra[contract.GEN_AI_RESPONSE_MODEL] = _text(model)
+        if response_id is not None:
+            extra[contract.GEN_AI_RESPONSE_ID] = _text(response_id)
+        if finish_reasons is not None:
+            extra[contract.GEN_AI_RESPONSE_FINISH_REASONS] = [_text(r) for r in finish_reasons]
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Any extra span attribute (e.g. contract.GEN_AI_REQUEST_MAX_TOKENS), applied at end()."""
+        if value is not None:
+            self._extra_dict()[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        extra = self._extra_dict()
+        for k, v in attributes.items():
+            if v is not None:
+                extra[k] = v
+
+    @property
+    def capture_content(self) -> bool:
+        """Whether record_input/record_output record anything (off unless the user opted in)."""
+        return self._t.settings.capture_content
+
+    def record_input(self, messages: Any) -> None:
+        """Prompt content as ``gen_ai.input.messages`` - only when content capture is on."""
+        if self._t.settings.capture_content:
+            self._extra_dict()[contract.GEN_AI_INPUT_MESSAGES] = _serialize(messages)
+
+    def record_output(self, content: Any) -> None:
+        """Response content as ``gen_ai.output.messages`` - only when content capture is on."""
+        if self._t.settings.capture_content:
+            self._extra_dict()[contract.GEN_AI_OUTPUT_MESSAGES] = _serialize(content)
+
+    def set_first_chunk(self) -> None:
+        """Record the time to first chunk of a stream (seconds since start); later calls are ignored."""
+        if self._ttfc_set or not self._once:
+            return
+        self._ttfc_set = True
+        span = self.span
+        start_ns = getattr(span, "start_time", None)
+        if isinstance(start_ns, int):
+            self._extra_dict()[contract.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = max(
+                0.0, (time.time_ns() - start_ns) / 1e9
+            )
+
+    # -- child spans ---------------------------------------------------------------------------
+    @contextmanager
+    def _child(self, name: str, attributes: Mapping[str, Any] | None) -> Iterator[Span]:
+        parent = trace.set_span_in_context(self.span)
+        with self._t.tracer.start_as_current_span(name, context=parent, kind=_INTERNAL, attributes=attributes) as child:
+            yield child
+
+    def inference(self, attributes: Mapping[str, Any] | None = None) -> Any:
+        """Child span ``llm.inference``: the vendor round trip."""
+        return self._child(contract.SPAN_LLM_INFERENCE, attributes)
+
+    def response_parse(self, attributes: Mapping[str, Any] | None = None) -> Any:
+        """Child span ``llm.response.parse``: turning the answer into the agent's data."""
+        return self._child(contract.SPAN_LLM_RESPONSE_PARSE, attributes)
+
+    @property
+    def span(self) -> Span:
+        """The ``llm.completion`` span (started on first access if start() was not called yet)."""
+        if self._span is None:
+            self.start()
+        return self._span  # type: ignore[return-value]
+
+    def _extra_dict(self) -> dict[str, Any]:
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = {}
+        return extra
+
+
+def llm_call(
+    provider: str,
+    model: str,
+    *,
+    request_type: str = contract.REQUEST_TYPE_CHAT,
+    operation: str | None = None,
+    stream: bool = False,
+    attributes: Mapping[str, Any] | None = None,
+    name: str = contract.SPAN_LLM_COMPLETION,
+    telemetry: Telemetry | None = None,
+) -> LLMCall:
+    """Record one LLM call; ``with llm_call("openai", "gpt-4o") as call: ... call.set_usage(p, c)``."""
+    t = telemetry or config._configured or config._default or config._lazy_default()
+    span_attrs, metric_attrs = _attribute_sets(t, provider, model, request_type, operation, stream)
+    if attributes:
+        # Contract attributes cannot be overridden; None values are dropped (OTel would warn).
+        span_attrs = {**{k: v for k, v in attributes.items() if v is not None}, **span_attrs}
+    return LLMCall(t, name, span_attrs, metric_attrs)
+
+
+UsageExtractor = Callable[[Any], "tuple[int | None, int | None] | tuple[int | None, int | None, int | None]"]
+
+
+def _apply_usage(call: LLMCall, usage: UsageExtractor | None, result: Any) -> None:
+    if usage is None:
+        return
+    try:
+        counts = tuple(usage(result))
+    except Exception:  # a broken extractor must not break the application's call
+        return
+    if len(counts) in (2, 3):
+        call.set_usage(*counts)
+
+
+def traced_llm(
+    provider: str,
+    model: str,
+    *,
+    request_type: str = contract.REQUEST_TYPE_CHAT,
+    usage: UsageExtractor | None = None,
+    operation: str | None = None,
+    name: str = contract.SPAN_LLM_COMPLETION,
+) -> Callable[[F], F]:
+    """Decorate a sync or async function that performs one LLM call; ``usage`` reads its tokens."""
+
+    def decorate(fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with llm_call(provider, model, request_type=request_type, operation=operation, name=name) as call:
+                    result = await fn(*args, **kwargs)
+                    _apply_usage(call, usage, result)
+                    return result
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with llm_call(provider, model, request_type=request_type, operation=operation, name=name) as call:
+                result = fn(*args, **kwargs)
+                _apply_usage(call, usage, result)
+                return result
+
+        return cast(F, wrapper)
+
+    return decorate

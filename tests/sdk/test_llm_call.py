@@ -1,0 +1,320 @@
+"""llm_call()/LLMCall and traced_llm: what lands on the span and the counters, path by path."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from amtp_obs import contract, env
+from amtp_obs.contract.validate import validate_metric_points, validate_readable_span
+from amtp_obs.sdk import llm_call, traced_llm
+from amtp_obs.sdk.testing import InMemoryTelemetry, configure_in_memory
+
+GPT = {contract.LLM_MODEL: "gpt-4o", contract.LLM_PROVIDER: "openai", contract.GEN_AI_SYSTEM: "openai"}
+KEY = tuple(sorted(GPT.items()))
+
+
+@pytest.fixture
+def mem() -> InMemoryTelemetry:
+    return configure_in_memory()
+
+
+def _one(mem: InMemoryTelemetry) -> Any:
+    [span] = mem.spans(contract.SPAN_LLM_COMPLETION)
+    return span
+
+
+def test_happy_path_is_valid_and_counted(mem: InMemoryTelemetry) -> None:
+    with llm_call("openai", "gpt-4o", stream=True, operation="chat") as call:
+        assert trace.get_current_span() is call.span  # entered: the call is the current span
+        call.set_usage(10, 5)
+    span = _one(mem)
+    assert span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes[contract.GEN_AI_REQUEST_STREAM] is True
+    assert span.attributes[contract.LLM_TOKENS_TOTAL] == 15
+    assert validate_readable_span(span) == []
+    assert mem.counter_values() == {
+        "prompt_tokens": {KEY: 10},
+        "completion_tokens": {KEY: 5},
+        "total_tokens": {KEY: 15},
+    }
+    assert validate_metric_points(mem.points()) == []
+    assert trace.get_current_span() is trace.INVALID_SPAN  # detached on exit
+
+
+def test_operation_defaults_to_request_type(mem: InMemoryTelemetry) -> None:
+    with llm_call("openai", "text-embedding-3", request_type=contract.REQUEST_TYPE_EMBEDDING) as call:
+        call.set_usage(7, 0)
+    a = _one(mem).attributes
+    assert a[contract.GEN_AI_OPERATION_NAME] == contract.REQUEST_TYPE_EMBEDDING
+    assert a[contract.LLM_REQUEST_TYPE] == contract.REQUEST_TYPE_EMBEDDING
+
+
+def test_error_path_marks_span_and_propagates_unchanged(mem: InMemoryTelemetry) -> None:
+    class VendorDown(RuntimeError):
+        pass
+
+    original = VendorDown("503 from vendor")
+    with pytest.raises(VendorDown) as caught, llm_call("openai", "gpt-4o"):
+        raise original
+    assert caught.value is original
+    span = _one(mem)
+    assert span.status.status_code is StatusCode.ERROR
+    assert "503 from vendor" in (span.status.description or "")
+    assert span.attributes[contract.ERROR_TYPE].endswith("VendorDown")
+    [event] = [e for e in span.events if e.name == "exception"]
+    assert event.attributes["exception.message"] == "503 from vendor"
+    # No usage was reported: provenance unavailable, no counters, and the span is still valid.
+    assert span.attributes[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE
+    assert validate_readable_span(span) == []
+    assert mem.counter_values() == {}
+
+
+def test_usage_unavailable_omits_tokens_and_counts_nothing(mem: InMemoryTelemetry) -> None:
+    with llm_call("openai", "gpt-4o"):
+        pass
+    a = _one(mem).attributes
+    assert a[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE
+    for name in (contract.LLM_TOKENS_PROMPT, contract.LLM_TOKENS_COMPLETION, contract.LLM_TOKENS_TOTAL):
+        assert name not in a
+    assert contract.GEN_AI_USAGE_INPUT_TOKENS not in a
+    assert validate_readable_span(_one(mem)) == []
+    assert mem.counter_values() == {}
+
+
+def test_partial_usage_is_kept_on_the_span_but_not_counted(mem: InMemoryTelemetry) -> None:
+    with llm_call("anthropic", "claude") as call:
+        call.set_usage(40, None)
+    a = _one(mem).attributes
+    assert a[contract.LLM_TOKENS_PROMPT] == 40
+    assert contract.LLM_TOKENS_COMPLETION not in a
+    assert a[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE
+    assert mem.counter_values() == {}
+
+
+@pytest.mark.parametrize("bad", [True, -3, "12", 1.5])
+def test_non_counts_are_treated_as_unknown(mem: InMemoryTelemetry, bad: Any) -> None:
+    with llm_call("openai", "gpt-4o") as call:
+        call.set_usage(bad, 3)
+    a = _one(mem).attributes
+    assert contract.LLM_TOKENS_PROMPT not in a
+    assert a[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE
+
+
+def test_total_is_prompt_plus_completion(mem: InMemoryTelemetry) -> None:
+    with llm_call("openai", "gpt-4o") as call:
+        call.set_usage(10, 5, 99)  # an inconsistent vendor total does not break the contract
+    assert _one(mem).attributes[contract.LLM_TOKENS_TOTAL] == 15
+    assert mem.counter_values()["total_tokens"] == {KEY: 15}
+
+
+def test_estimated_provenance_is_recorded_and_counted(mem: InMemoryTelemetry) -> None:
+    with llm_call("openai", "gpt-4o") as call:
+        call.set_usage(12.0, 3, provenance=contract.PROVENANCE_ESTIMATED)
+    assert _one(mem).attributes[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_ESTIMATED
+    assert _one(mem).attributes[contract.LLM_TOKENS_PROMPT] == 12
+    assert mem.counter_values()["prompt_tokens"] == {KEY: 12}
+
+
+def test_unknown_provenance_is_rejected(mem: InMemoryTelemetry) -> None:
+    call = llm_call("openai", "gpt-4o")
+    with pytest.raises(ValueError, match=r"llm\.tokens\.provenance must be one of reported, estimated"):
+        call.set_usage(1, 2, provenance="guessed")
+
+
+def test_manual_end_is_idempotent(mem: InMemoryTelemetry) -> None:
+    call = llm_call("openai", "gpt-4o", stream=True).start()
+    assert trace.get_current_span() is trace.INVALID_SPAN  # started, not attached
+    call.set_usage(2, 3)
+    for _ in range(3):
+        call.end()
+    call.end(RuntimeError("late error after the end"))
+    assert call.ended
+    span = _one(mem)
+    assert span.status.status_code is StatusCode.UNSET
+    assert mem.counter_values()["total_tokens"] == {KEY: 5}
+
+
+def test_end_from_many_threads_records_once(mem: InMemoryTelemetry) -> None:
+    for _ in range(20):
+        call = llm_call("openai", "gpt-4o").start()
+        call.set_usage(1, 1)
+        barrier = threading.Barrier(8)
+
+        def finish(c: Any = call, b: threading.Barrier = barrier) -> None:
+            b.wait()
+            c.end()
+
+        threads = [threading.Thread(target=finish) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(mem.spans(contract.SPAN_LLM_COMPLETION)) == 20
+    assert mem.counter_values()["total_tokens"] == {KEY: 40}
+
+
+def test_exit_after_manual_end_does_not_record_twice(mem: InMemoryTelemetry) -> None:
+    with llm_call("openai", "gpt-4o") as call:
+        call.set_usage(1, 2)
+        call.end()
+    assert len(mem.spans()) == 1
+    assert mem.counter_values()["total_tokens"] == {KEY: 3}
+
+
+def test_end_without_start_still_records(mem: InMemoryTelemetry) -> None:
+    call = llm_call("openai", "gpt-4o")
+    call.set_usage(1, 2)
+    call.end()
+    assert len(mem.spans()) == 1
+
+
+def test_manual_exemplar_context_links_counters_to_the_trace(mem: InMemoryTelemetry) -> None:
+    call = llm_call("openai", "gpt-4o").start()
+    call.set_usage(4, 4)
+    call.end()
+    data = mem.reader.get_metrics_data()
+    trace_id = call.span.get_span_context().trace_id
+    exemplar_traces = {
+        ex.trace_id
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for dp in m.data.data_points
+        for ex in dp.exemplars
+    }
+    assert trace_id in exemplar_traces
+
+
+def test_child_spans_hang_under_the_call(mem: InMemoryTelemetry) -> None:
+    call = llm_call("openai", "gpt-4o").start()  # not entered: children still attach to it
+    with call.inference() as inf:
+        assert trace.get_current_span() is inf
+    with pytest.raises(KeyError), call.response_parse():
+        raise KeyError("choices")
+    call.end()
+    root = _one(mem)
+    children = {s.name: s for s in mem.spans() if s.name != contract.SPAN_LLM_COMPLETION}
+    assert set(children) == {contract.SPAN_LLM_INFERENCE, contract.SPAN_LLM_RESPONSE_PARSE}
+    for child in children.values():
+        assert child.parent is not None and child.parent.span_id == root.context.span_id
+    assert children[contract.SPAN_LLM_RESPONSE_PARSE].status.status_code is StatusCode.ERROR
+
+
+def test_response_and_extra_attributes(mem: InMemoryTelemetry) -> None:
+    extra = {"agent.name": "planner", contract.LLM_MODEL: "x", "agent.step": None}
+    with llm_call("openai", "gpt-4o", attributes=extra) as call:
+        call.set_response(model="gpt-4o-2024", response_id="r-1", finish_reasons=("stop", "length"))
+        call.set_attribute(contract.GEN_AI_REQUEST_MAX_TOKENS, 256)
+        call.set_usage(1, 1)
+    a = _one(mem).attributes
+    assert a["agent.name"] == "planner"
+    assert "agent.step" not in a
+    assert a[contract.LLM_MODEL] == "gpt-4o"  # caller attributes cannot override the contract's
+    assert a[contract.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024"
+    assert a[contract.GEN_AI_RESPONSE_ID] == "r-1"
+    assert a[contract.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop", "length")
+    assert a[contract.GEN_AI_REQUEST_MAX_TOKENS] == 256
+
+
+def test_time_to_first_chunk_is_recorded_once(mem: InMemoryTelemetry) -> None:
+    call = llm_call("openai", "gpt-4o", stream=True).start()
+    call.set_first_chunk()
+    first = call._extra[contract.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]  # type: ignore[index]
+    call.set_first_chunk()
+    call.end()
+    ttfc = _one(mem).attributes[contract.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
+    assert ttfc == first
+    assert isinstance(ttfc, float) and ttfc >= 0.0
+
+
+MESSAGES = [{"role": "user", "content": "secret prompt"}]
+
+
+def test_content_is_not_captured_by_default(mem: InMemoryTelemetry) -> None:
+    with llm_call("openai", "gpt-4o") as call:
+        assert call.capture_content is False
+        call.record_input(MESSAGES)
+        call.record_output("secret answer")
+    a = _one(mem).attributes
+    assert contract.GEN_AI_INPUT_MESSAGES not in a and contract.GEN_AI_OUTPUT_MESSAGES not in a
+    assert not any("secret" in str(v) for v in a.values())
+
+
+def test_content_capture_opt_in_by_argument() -> None:
+    mem = configure_in_memory(capture_content=True)
+    with llm_call("openai", "gpt-4o") as call:
+        call.record_input(MESSAGES)
+        call.record_output("secret answer")
+    a = _one(mem).attributes
+    assert '"secret prompt"' in a[contract.GEN_AI_INPUT_MESSAGES]
+    assert a[contract.GEN_AI_OUTPUT_MESSAGES] == "secret answer"
+
+
+def test_content_capture_opt_in_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(env.AMTP_OBS_CAPTURE_CONTENT, "true")
+    mem = configure_in_memory()
+    assert mem.telemetry.capture_content is True
+    with llm_call("openai", "gpt-4o") as call:
+        call.record_input(MESSAGES)
+    assert contract.GEN_AI_INPUT_MESSAGES in _one(mem).attributes
+
+
+def test_sync_decorator_with_usage_extractor(mem: InMemoryTelemetry) -> None:
+    @traced_llm("openai", "gpt-4o", usage=lambda r: (r["in"], r["out"]))
+    def ask(question: str) -> dict[str, Any]:
+        assert trace.get_current_span().name == contract.SPAN_LLM_COMPLETION  # type: ignore[attr-defined]
+        return {"in": len(question), "out": 2}
+
+    assert ask("hello") == {"in": 5, "out": 2}
+    assert ask.__name__ == "ask"
+    assert _one(mem).attributes[contract.LLM_TOKENS_TOTAL] == 7
+    assert mem.counter_values()["prompt_tokens"] == {KEY: 5}
+
+
+async def test_async_decorator_and_async_context_manager(mem: InMemoryTelemetry) -> None:
+    @traced_llm("openai", "gpt-4o", usage=lambda r: r)
+    async def ask() -> tuple[int, int]:
+        await asyncio.sleep(0)
+        return (3, 4)
+
+    assert await ask() == (3, 4)
+    async with llm_call("openai", "gpt-4o") as call:
+        await asyncio.sleep(0)
+        call.set_usage(1, 1)
+    assert len(mem.spans(contract.SPAN_LLM_COMPLETION)) == 2
+    assert mem.counter_values()["total_tokens"] == {KEY: 9}
+
+
+async def test_async_decorator_error_propagates(mem: InMemoryTelemetry) -> None:
+    @traced_llm("openai", "gpt-4o")
+    async def ask() -> None:
+        raise TimeoutError("vendor timeout")
+
+    with pytest.raises(TimeoutError, match="vendor timeout"):
+        await ask()
+    span = _one(mem)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes[contract.ERROR_TYPE] == "TimeoutError"
+
+
+def test_decorator_without_usage_and_with_a_broken_extractor(mem: InMemoryTelemetry) -> None:
+    @traced_llm("openai", "gpt-4o")
+    def plain() -> str:
+        return "ok"
+
+    @traced_llm("openai", "gpt-4o", usage=lambda r: r.usage.prompt_tokens)  # wrong shape: ignored
+    def broken() -> str:
+        return "ok"
+
+    assert plain() == "ok" and broken() == "ok"
+    for span in mem.spans(contract.SPAN_LLM_COMPLETION):
+        assert span.attributes[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE
+        assert span.status.status_code is StatusCode.UNSET
+    assert mem.counter_values() == {}
