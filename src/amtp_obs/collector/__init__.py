@@ -1,1 +1,12 @@
-"""collector"""
+"""Embedded OpenTelemetry Collector: the project's collector YAML run without Docker.
+
+``Collector.from_config(doc)`` / ``await c.start()`` / ``await c.shutdown()`` in process, or
+``python -m amtp_obs.collector --config FILE`` in the foreground. ``config.validate_config(doc)``
+lists problems the way collector 0.100.0 would report them.
+"""
+
+from amtp_obs.collector.component import ConfigError, StartError
+from amtp_obs.collector.config import validate_config
+from amtp_obs.collector.service import TELEMETRY, Collector
+
+__all__ = ["TELEMETRY", "Collector", "ConfigError", "StartError", "validate_config"]

@@ -1,0 +1,578 @@
+"""Processors: ``memory_limiter``, ``attributes`` and ``batch`` with collector 0.100.0 semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import hashlib
+import logging
+import math
+import re
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, Self
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from pydantic import Field, model_validator
+
+from amtp_obs.collector import telemetry as tm
+from amtp_obs.collector.component import (
+    PROCESSOR,
+    Component,
+    ComponentID,
+    Consumer,
+    DataRefusedError,
+    Factory,
+    Host,
+    StrictModel,
+    register,
+)
+from amtp_obs.collector.config import Duration
+from amtp_obs.collector.signals import SIGNALS, Signal
+
+log = logging.getLogger(__name__)
+
+
+class Processor(Component):
+    kind = PROCESSOR
+
+    def __init__(self, cid: ComponentID, config: Any) -> None:
+        super().__init__(cid, config)
+        self.next: Consumer | None = None
+        self.host: Host | None = None
+
+    async def start(self, host: Host) -> None:
+        self.host = host
+
+
+# ---------------------------------------------------------------------------------------------
+# memory_limiter
+# ---------------------------------------------------------------------------------------------
+
+ERR_DATA_REFUSED = "data refused due to high memory usage"
+
+
+class MemoryLimiterConfig(StrictModel):
+    check_interval: Duration = 0.0
+    limit_mib: int = 0
+    spike_limit_mib: int = 0
+    limit_percentage: int = 0
+    spike_limit_percentage: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.check_interval <= 0:
+            raise ValueError("'check_interval' must be greater than zero")
+        if self.limit_mib == 0 and self.limit_percentage == 0:
+            raise ValueError("'limit_mib' or 'limit_percentage' must be greater than zero")
+        if self.limit_mib > 0 and self.spike_limit_mib >= self.limit_mib:
+            raise ValueError("'spike_limit_mib' must be smaller than 'limit_mib'")
+        if self.limit_percentage > 100 or self.spike_limit_percentage > 100:
+            raise ValueError("'limit_percentage' and 'spike_limit_percentage' must be within [0, 100]")
+        return self
+
+
+def total_memory_bytes() -> int:
+    """Memory available to this process: the cgroup v2 limit if set, else MemTotal."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            text = f.read().strip()
+        if text != "max":
+            return int(text)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def release_memory() -> None:
+    """``gc.collect()`` then glibc ``malloc_trim(0)`` (where available) so freed memory leaves RSS."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class MemoryLimiter(Processor):
+    """Refuses data while RSS is above the soft limit (limit - spike), checked every interval.
+
+    The collector measures the Go heap; a Python process has no comparable heap figure, so this
+    uses the resident set size, after releasing freed memory when over the soft limit. It checks
+    once at start, then every ``check_interval``.
+    """
+
+    def __init__(self, cid: ComponentID, config: MemoryLimiterConfig) -> None:
+        super().__init__(cid, config)
+        mib = 1024 * 1024
+        if config.limit_mib:
+            self.hard = config.limit_mib * mib
+            spike = config.spike_limit_mib * mib if config.spike_limit_mib else self.hard // 5
+        else:
+            total = total_memory_bytes()
+            self.hard = total * config.limit_percentage // 100
+            spike = total * config.spike_limit_percentage // 100
+        self.soft = self.hard - spike
+        self.refusing = False
+        self.last_rss = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def check(self) -> None:
+        rss = tm.rss_bytes()
+        if rss >= self.soft:
+            # The Go collector forces a GC above the hard limit and its runtime collects anyway; a
+            # Python process also has to hand freed heap back to the OS before RSS can fall.
+            release_memory()
+            rss = tm.rss_bytes()
+        self.last_rss = rss
+        was = self.refusing
+        self.refusing = rss >= self.soft
+        if self.refusing and not was:
+            log.warning(
+                "%s: memory usage %d MiB is above the soft limit %d MiB: refusing data",
+                self.label,
+                rss >> 20,
+                self.soft >> 20,
+            )
+        elif was and not self.refusing:
+            log.info("%s: memory usage back within limits: accepting data", self.label)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.check_interval)
+            self.check()
+
+    async def start(self, host: Host) -> None:
+        await super().start(host)
+        for name in self.signals:
+            noun = SIGNALS[name].item_noun
+            for template in (tm.PROCESSOR_ACCEPTED, tm.PROCESSOR_REFUSED):
+                host.telemetry.add(tm.metric_name(template, noun), 0, processor=str(self.id))
+        self.check()
+        self._task = asyncio.create_task(self._loop())
+
+    async def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def consume(self, signal: Signal, req: Any) -> None:
+        assert self.host is not None and self.next is not None
+        labels = {"processor": str(self.id)}
+        if self.refusing:
+            self.host.telemetry.add(
+                tm.metric_name(tm.PROCESSOR_REFUSED, signal.item_noun), signal.count(req), **labels
+            )
+            raise DataRefusedError(ERR_DATA_REFUSED)
+        self.host.telemetry.add(
+            tm.metric_name(tm.PROCESSOR_ACCEPTED, signal.item_noun), signal.count(req), **labels
+        )
+        await self.next.consume(signal, req)
+
+
+# ---------------------------------------------------------------------------------------------
+# attributes
+# ---------------------------------------------------------------------------------------------
+
+Scalar = str | int | float | bool
+
+
+class ActionConfig(StrictModel):
+    key: str = ""
+    value: Scalar | list[Scalar] | None = None
+    pattern: str = ""
+    from_attribute: str = ""
+    from_context: str = ""
+    action: str = ""
+    converted_type: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        act = self.action.lower()
+        if act not in ("insert", "update", "upsert", "delete", "hash", "extract", "convert"):
+            raise ValueError(
+                f"error creating AttrProc due to unsupported action {self.action!r} at the {self.key!r} key"
+            )
+        if act in ("insert", "update", "upsert"):
+            if not self.key:
+                raise ValueError(f"error creating AttrProc. Missing key for action {act}")
+            sources = (self.value is not None) + bool(self.from_attribute) + bool(self.from_context)
+            if sources != 1:
+                raise ValueError(
+                    f'error creating AttrProc. Either field "value", "from_attribute" or '
+                    f'"from_context" setting must be specified for {self.key} key and '
+                    f"action {act}"
+                )
+        elif act in ("delete", "hash"):
+            if not self.key and not self.pattern:
+                raise ValueError(
+                    f'error creating AttrProc. Either field "key" or "pattern" is required for action {act}'
+                )
+            if self.pattern:
+                try:
+                    re.compile(self.pattern)
+                except re.error as exc:
+                    raise ValueError(
+                        f'error creating AttrProc. Field "pattern" has invalid pattern: {exc}'
+                    ) from None
+        return self
+
+
+class AttributesConfig(StrictModel):
+    actions: list[ActionConfig] = Field(default_factory=list)
+    include: dict[str, Any] | None = None
+    exclude: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.actions:
+            raise ValueError('error creating "attributes" processor due to missing required field "actions"')
+        return self
+
+
+def _attributes_unsupported(cfg: AttributesConfig) -> list[str]:
+    out = [f"actions: action {a.action!r}" for a in cfg.actions if a.action.lower() in ("extract", "convert")]
+    out += [f"actions: from_context ({a.key})" for a in cfg.actions if a.from_context]
+    if cfg.include is not None:
+        out.append("include")
+    if cfg.exclude is not None:
+        out.append("exclude")
+    return out
+
+
+def to_any_value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[to_any_value(v) for v in value]))
+    return AnyValue(string_value=str(value))
+
+
+def hash_value(v: AnyValue) -> str:
+    """SHA-1 hex of the value as the attributes processor hashes it (big-endian numbers)."""
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        data = v.string_value.encode()
+    elif kind == "bool_value":
+        data = b"\x01" if v.bool_value else b"\x00"
+    elif kind == "int_value":
+        data = struct.pack(">q", v.int_value)
+    elif kind == "double_value":
+        data = struct.pack(">d", v.double_value)
+    elif kind == "bytes_value":
+        data = v.bytes_value
+    else:
+        data = v.SerializeToString()
+    return hashlib.sha1(data).hexdigest()
+
+
+def _find(attrs: Any, key: str) -> Any:
+    for kv in attrs:
+        if kv.key == key:
+            return kv
+    return None
+
+
+def compile_action(a: ActionConfig) -> Callable[[Any], None]:
+    """One action as a closure over a repeated ``KeyValue`` field; prebuilt values are copied in."""
+    act, key = a.action.lower(), a.key
+    template = to_any_value(a.value) if a.value is not None else None
+    new_kv = KeyValue(key=key, value=template) if template is not None else None
+    src = a.from_attribute
+
+    if act == "insert":
+        if new_kv is not None:
+
+            def insert(attrs: Any) -> None:
+                for kv in attrs:
+                    if kv.key == key:
+                        return
+                attrs.append(new_kv)
+
+            return insert
+
+        def insert_from(attrs: Any) -> None:
+            if _find(attrs, key) is None:
+                s = _find(attrs, src)
+                if s is not None:
+                    attrs.add(key=key, value=s.value)
+
+        return insert_from
+
+    if act == "update":
+
+        def update(attrs: Any) -> None:
+            kv = _find(attrs, key)
+            if kv is None:
+                return
+            if template is not None:
+                kv.value.CopyFrom(template)
+            else:
+                s = _find(attrs, src)
+                if s is not None:
+                    kv.value.CopyFrom(s.value)
+
+        return update
+
+    if act == "upsert":
+
+        def upsert(attrs: Any) -> None:
+            value = template
+            if value is None:
+                s = _find(attrs, src)
+                if s is None:
+                    return
+                value = s.value
+            for kv in attrs:
+                if kv.key == key:
+                    kv.value.CopyFrom(value)
+                    return
+            attrs.add(key=key, value=value)
+
+        return upsert
+
+    regex = re.compile(a.pattern) if a.pattern else None
+
+    def matches(k: str) -> bool:
+        return k == key or (regex is not None and regex.fullmatch(k) is not None)
+
+    if act == "delete":
+
+        def delete(attrs: Any) -> None:
+            for i in range(len(attrs) - 1, -1, -1):
+                if matches(attrs[i].key):
+                    del attrs[i]
+
+        return delete
+
+    def hash_action(attrs: Any) -> None:
+        for kv in attrs:
+            if matches(kv.key):
+                kv.value.CopyFrom(AnyValue(string_value=hash_value(kv.value)))
+
+    return hash_action
+
+
+def _constant_plan(actions: list[ActionConfig]) -> list[tuple[str, str, KeyValue, AnyValue]] | None:
+    """For the common case (only insert/update/upsert of constant values): one key scan per item."""
+    plan = []
+    for a in actions:
+        act = a.action.lower()
+        if act not in ("insert", "update", "upsert") or a.value is None:
+            return None
+        value = to_any_value(a.value)
+        plan.append((a.key, act, KeyValue(key=a.key, value=value), value))
+    return plan
+
+
+class AttributesProcessor(Processor):
+    """Applies the actions to every span / data point / log record attribute list, in order."""
+
+    def __init__(self, cid: ComponentID, config: AttributesConfig) -> None:
+        super().__init__(cid, config)
+        self.actions = [compile_action(a) for a in config.actions]
+        self.plan = _constant_plan(config.actions)
+
+    def _apply_plan(self, signal: Signal, req: Any) -> None:
+        plan = self.plan
+        assert plan is not None
+        for attrs in signal.attribute_lists(req):
+            keys = [kv.key for kv in attrs]
+            for key, act, kv_template, value in plan:
+                if key in keys:
+                    if act != "insert":
+                        attrs[keys.index(key)].value.CopyFrom(value)
+                elif act != "update":
+                    attrs.append(kv_template)
+                    keys.append(key)
+
+    async def consume(self, signal: Signal, req: Any) -> None:
+        assert self.next is not None
+        actions = self.actions
+        if self.plan is not None:
+            self._apply_plan(signal, req)
+        elif len(actions) == 1:
+            fn = actions[0]
+            for attrs in signal.attribute_lists(req):
+                fn(attrs)
+        else:
+            for attrs in signal.attribute_lists(req):
+                for fn in actions:
+                    fn(attrs)
+        await self.next.consume(signal, req)
+
+
+# ---------------------------------------------------------------------------------------------
+# batch
+# ---------------------------------------------------------------------------------------------
+
+
+class BatchConfig(StrictModel):
+    timeout: Duration = 0.2
+    send_batch_size: int = 8192
+    send_batch_max_size: int = 0
+    metadata_keys: list[str] = Field(default_factory=list)
+    metadata_cardinality_limit: int = 1000
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.send_batch_max_size > 0 and self.send_batch_max_size < self.send_batch_size:
+            raise ValueError("send_batch_max_size must be greater or equal to send_batch_size")
+        if self.timeout < 0:
+            raise ValueError("timeout must be greater or equal to 0")
+        if self.send_batch_size < 0 or self.send_batch_max_size < 0:
+            raise ValueError("batch sizes must not be negative")
+        return self
+
+
+def _batch_unsupported(cfg: BatchConfig) -> list[str]:
+    return ["metadata_keys"] if cfg.metadata_keys else []
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.reqs: list[Any] = []
+        self.count = 0
+        self.first_at = 0.0
+
+
+class BatchProcessor(Processor):
+    """Acknowledges the sender at once and exports from a background task, like the real one.
+
+    Flushes when ``send_batch_size`` items are pending or ``timeout`` after the first item of a
+    batch; batches above ``send_batch_max_size`` are split. The sender is made to wait only when
+    the backlog exceeds a few batches, bounding memory as the real processor's channel does.
+    """
+
+    def __init__(self, cid: ComponentID, config: BatchConfig) -> None:
+        super().__init__(cid, config)
+        self.pending: dict[str, _Pending] = {}
+        self._signal_of: dict[str, Signal] = {}
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        size = max(config.send_batch_size, config.send_batch_max_size, 1)
+        self.backlog_limit = max(size * 4, 4096)
+
+    async def start(self, host: Host) -> None:
+        await super().start(host)
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def consume(self, signal: Signal, req: Any) -> None:
+        n = signal.count(req)
+        if n == 0:
+            return
+        p = self.pending.get(signal.name)
+        if p is None:
+            p = self.pending[signal.name] = _Pending()
+            self._signal_of[signal.name] = signal
+        while p.count >= self.backlog_limit and not self._closing:
+            self._space.clear()
+            self._wake.set()
+            await self._space.wait()
+        first = not p.reqs
+        if first:
+            p.first_at = time.monotonic()
+        p.reqs.append(req)
+        p.count += n
+        if first or p.count >= self.config.send_batch_size or self.config.timeout == 0:
+            self._wake.set()
+
+    def _due(self, now: float) -> tuple[str | None, float]:
+        """Signal to flush now (if any) and the wait until the next timeout."""
+        wait = math.inf
+        cfg = self.config
+        for name, p in self.pending.items():
+            if not p.reqs:
+                continue
+            if p.count >= cfg.send_batch_size or self._closing or cfg.timeout == 0:
+                return name, 0.0
+            left = p.first_at + cfg.timeout - now
+            if left <= 0:
+                return name, 0.0
+            wait = min(wait, left)
+        return None, wait
+
+    async def _run(self) -> None:
+        while True:
+            name, wait = self._due(time.monotonic())
+            if name is None:
+                if self._closing:
+                    return
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), None if math.isinf(wait) else wait)
+                continue
+            await self._flush(name)
+
+    async def _flush(self, name: str) -> None:
+        assert self.host is not None and self.next is not None
+        p, signal, cfg = self.pending[name], self._signal_of[name], self.config
+        size_trigger = p.count >= cfg.send_batch_size
+        # Take at most send_batch_size items worth of whole requests (the rest waits).
+        take: list[Any] = []
+        n = 0
+        while p.reqs and (n < cfg.send_batch_size or cfg.send_batch_size == 0):
+            req = p.reqs.pop(0)
+            take.append(req)
+            n += signal.count(req)
+        p.count -= n
+        if p.reqs:
+            p.first_at = time.monotonic()
+        self._space.set()
+        self.host.telemetry.add(
+            tm.BATCH_SIZE_TRIGGER if size_trigger else tm.BATCH_TIMEOUT_TRIGGER, 1, processor=str(self.id)
+        )
+        merged = signal.merge(take)
+        for chunk in signal.split(merged, cfg.send_batch_max_size):
+            try:
+                await self.next.consume(signal, chunk)
+            except Exception as exc:
+                log.warning("%s: exporting failed: %s", self.label, exc)
+
+    async def shutdown(self) -> None:
+        """Flush everything pending, then stop the background task."""
+        self._closing = True
+        self._wake.set()
+        self._space.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+
+register(Factory(PROCESSOR, "memory_limiter", MemoryLimiterConfig, lambda cid, cfg: MemoryLimiter(cid, cfg)))
+register(
+    Factory(
+        PROCESSOR,
+        "attributes",
+        AttributesConfig,
+        lambda cid, cfg: AttributesProcessor(cid, cfg),
+        unsupported=_attributes_unsupported,
+    )
+)
+register(
+    Factory(
+        PROCESSOR,
+        "batch",
+        BatchConfig,
+        lambda cid, cfg: BatchProcessor(cid, cfg),
+        unsupported=_batch_unsupported,
+    )
+)
