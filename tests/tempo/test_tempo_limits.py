@@ -1,0 +1,102 @@
+"""Ingestion limits from overrides.defaults.ingestion answer RESOURCE_EXHAUSTED like Tempo 2.4.1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import httpx
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExportResult
+from tempo_helpers import Exporter, new_id, request, span, tempo_doc
+
+from amtp_obs.tempo import TempoApp
+
+
+def _metric(http_url: str, name: str, **labels: str) -> float:
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in httpx.get(f"{http_url}/metrics").text.splitlines():
+        if line.startswith(name + "{"):
+            got = line[len(name) + 1 : line.index("}")].split(",")
+            if all(part in got for part in want):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_rate_limit(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
+    app = start_tempo(
+        tempo_doc(
+            tmp_path,
+            overrides={"defaults": {"ingestion": {"rate_limit_bytes": 100, "burst_size_bytes": 2000}}},
+        )
+    )
+    big = request("svc", [span(new_id(16), "x" * 10, attrs={"pad": "p" * 400}) for _ in range(3)])
+    size = big.ByteSize()
+    assert 1000 < size < 2000
+    with Exporter(app.otlp_grpc_endpoint) as ex:
+        assert ex.export(big)[0] == grpc.StatusCode.OK  # fits the burst
+        code, msg = ex.export(big)  # the bucket refills at only 100 B/s
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert msg == (
+        f"RATE_LIMITED: ingestion rate limit (100 bytes) exceeded while adding {size} bytes for user single-tenant"
+    )
+    assert _metric(app.http_url, "tempo_discarded_spans_total", reason="rate_limited") == 3
+    assert _metric(app.http_url, "tempo_distributor_spans_received_total") == 3
+
+
+def test_max_live_traces(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
+    app = start_tempo(
+        tempo_doc(
+            tmp_path,
+            overrides={"defaults": {"ingestion": {"max_traces_per_user": 3}}},
+            ingester={"trace_idle_period": "60s"},
+        )
+    )
+    ids = [new_id(16) for _ in range(4)]
+    with Exporter(app.otlp_grpc_endpoint) as ex:
+        for tid in ids[:3]:
+            assert ex.export(request("svc", [span(tid, "live")]))[0] == grpc.StatusCode.OK
+        # More spans for a trace that is already live are fine ...
+        assert ex.export(request("svc", [span(ids[0], "more")]))[0] == grpc.StatusCode.OK
+        # ... a fourth live trace is not.
+        code, msg = ex.export(request("svc", [span(ids[3], "one-too-many")]))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert msg.startswith("LIVE_TRACES_EXCEEDED: max live traces per tenant exceeded")
+    assert "(local: 3 global: 0 actual local: 3)" in msg
+    assert httpx.get(f"{app.http_url}/api/traces/{ids[3].hex()}").status_code == 404
+    assert _metric(app.http_url, "tempo_discarded_spans_total", reason="live_traces_exceeded") == 1
+    assert _metric(app.http_url, "tempo_ingester_live_traces") == 3
+
+
+def test_idle_traces_free_the_limit(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
+    app = start_tempo(
+        tempo_doc(
+            tmp_path,
+            overrides={"defaults": {"ingestion": {"max_traces_per_user": 1}}},
+            ingester={"trace_idle_period": "200ms", "flush_check_period": "50ms"},
+        )
+    )
+    with Exporter(app.otlp_grpc_endpoint) as ex:
+        assert ex.export(request("svc", [span(new_id(16), "a")]))[0] == grpc.StatusCode.OK
+        assert ex.export(request("svc", [span(new_id(16), "b")]))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        time.sleep(0.4)
+        assert ex.export(request("svc", [span(new_id(16), "c")]))[0] == grpc.StatusCode.OK
+
+
+def test_sdk_exporter_sees_the_refusal(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
+    """The stock OTLP exporter treats RESOURCE_EXHAUSTED as retryable and finally reports failure."""
+    app = start_tempo(
+        tempo_doc(tmp_path, overrides={"defaults": {"ingestion": {"rate_limit_bytes": 1, "burst_size_bytes": 10}}})
+    )
+    tp = TracerProvider()
+    with tp.get_tracer("t").start_as_current_span("too-big-for-the-burst") as s:
+        s.set_attribute("pad", "x" * 100)
+    exporter = OTLPSpanExporter(endpoint=app.otlp_grpc_endpoint, insecure=True, timeout=1)
+    try:
+        assert exporter.export([s]) == SpanExportResult.FAILURE  # type: ignore[list-item]
+    finally:
+        exporter.shutdown()
+    assert _metric(app.http_url, "tempo_discarded_spans_total", reason="rate_limited") >= 1
