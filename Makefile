@@ -12,6 +12,8 @@ run: setup
 	$(BIN)/amtp-obs up
 	$(BIN)/amtp-obs demo
 	$(BIN)/amtp-obs verify
+	@$(BIN)/amtp-obs status --urls
+	@echo "==> the stack keeps running: logs in .amtp-obs/logs/, stop it with 'make down' (docs/embedded.md)"
 
 test: setup
 	$(BIN)/ruff check src tests bench apps

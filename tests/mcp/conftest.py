@@ -1,40 +1,12 @@
+"""Every test here starts from a clean SDK (no OTEL_* variables, no global providers)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
 
-from amtp_obs import env
-from amtp_obs.sdk.testing import reset_sdk
-from amtp_obs.testing.otlp_sink import OtlpSink
-
-# Variables configure() reads: each test starts from none of them, and sets what it needs.
-SDK_ENV = (
-    env.OTEL_SERVICE_NAME,
-    env.OTEL_RESOURCE_ATTRIBUTES,
-    env.OTEL_EXPORTER_OTLP_ENDPOINT,
-    env.OTEL_EXPORTER_OTLP_PROTOCOL,
-    env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-    env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
-    env.OTEL_METRIC_EXPORT_INTERVAL,
-    env.OTEL_SDK_DISABLED,
-    env.OBS_OTEL_GRPC_PORT,
-    env.OBS_OTEL_HTTP_PORT,
-    env.AMTP_OBS_CAPTURE_CONTENT,
-)
-
 
 @pytest.fixture(autouse=True)
-def clean_sdk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in SDK_ENV:
-        monkeypatch.delenv(name, raising=False)
-    reset_sdk()
+def _clean_sdk(clean_sdk: None) -> Iterator[None]:
     yield
-    reset_sdk()
-
-
-@pytest.fixture
-def sink() -> Iterator[OtlpSink]:
-    with OtlpSink() as s:
-        yield s
-        reset_sdk()  # flush while the sink still listens, or shutdown waits out the export timeout

@@ -1,0 +1,693 @@
+"""Every benchmark of issue 6 in one command: a table of medians, percentiles, targets and verdicts.
+
+    .venv/bin/python bench/run.py                    # all of them (about 5 minutes)
+    .venv/bin/python bench/run.py --only sdk,store   # a subset
+    .venv/bin/python bench/run.py --quick            # a smoke run of a few seconds each (numbers meaningless)
+
+Benchmarks (targets from issue 6):
+  sdk      overhead per instrumented LLM call vs the raw OTel SDK floor, OpenLLMetry and OpenLIT
+           (each in its own process; competitors in .venv-bench, built on demand by setup_bench.sh)
+  ingest   spans/s through the embedded collector into the trace store, OTLP/HTTP and gRPC
+  latency  emit -> visible at /api/traces/{id}; wall time of `amtp-obs verify` on an embedded stack
+  store    /api/traces/{id} and a tag search at one million stored spans
+
+Results also go to artifacts/bench-results.json. Numbers are measured, never asserted: speed checks
+live here, not in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import httpx  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import harness  # noqa: E402
+import llm_overhead  # noqa: E402
+from amtp_obs import env  # noqa: E402
+
+ROOT = BENCH_DIR.parent
+BENCHMARKS = ("sdk", "ingest", "latency", "store")
+RESULTS_FILE = ROOT / "artifacts" / "bench-results.json"
+BENCH_VENV = ROOT / ".venv-bench"
+MAIN_PYTHON = Path(sys.executable)
+
+# Targets (issue 6).
+SDK_RATIO_TARGET = 1.3
+INGEST_TARGET = 50_000.0
+LATENCY_P95_TARGET_S = 1.5
+VERIFY_TARGET_S = 10.0
+LOOKUP_P99_TARGET_MS = 20.0
+VERIFY_METRIC = "`amtp-obs verify` wall time (embedded stack already up)"
+
+
+@dataclass
+class Row:
+    benchmark: str
+    metric: str
+    median: float | None = None
+    unit: str = ""
+    p95: float | None = None
+    p99: float | None = None
+    target: str = ""
+    verdict: str = ""
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Options:
+    quick: bool
+    duration: float
+    bench_python: Path | None
+    workdir: Path
+    verify: bool = True
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _run_json(argv: list[str], timeout: float, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a helper process that prints one JSON object as its last stdout line."""
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env_extra or {})},
+        cwd=ROOT,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
+        raise RuntimeError(f"{' '.join(argv[1:3])} failed (exit {proc.returncode}): " + " | ".join(tail))
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# sdk
+# ---------------------------------------------------------------------------------------------
+
+
+def ensure_bench_venv(quick: bool) -> Path | None:
+    """.venv-bench's python; built by setup_bench.sh when missing (not in --quick: no installs there)."""
+    py = BENCH_VENV / "bin" / "python"
+    if (BENCH_VENV / ".amtp-bench-ready").is_file() and py.is_file():
+        return py
+    if quick:
+        return None
+    print("building .venv-bench (OpenLIT, OpenLLMetry) with bench/setup_bench.sh ...", file=sys.stderr)
+    subprocess.run(["bash", str(BENCH_DIR / "setup_bench.sh")], check=True, cwd=ROOT)
+    return py if py.is_file() else None
+
+
+def bench_sdk(opts: Options) -> list[Row]:
+    iterations, repeats = (100, 2) if opts.quick else (2000, 7)
+    py_all = opts.bench_python or MAIN_PYTHON  # one interpreter for every contestant when possible
+    results: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for name in llm_overhead.CONTESTANTS:
+        if name in llm_overhead.COMPETITORS and opts.bench_python is None:
+            errors[name] = "skipped: no .venv-bench (run bench/setup_bench.sh)"
+            continue
+        try:
+            results[name] = _run_json(
+                [
+                    str(py_all),
+                    str(BENCH_DIR / "llm_overhead.py"),
+                    "--contestant",
+                    name,
+                    "--iterations",
+                    str(iterations),
+                    "--repeats",
+                    str(repeats),
+                ],
+                timeout=600,
+            )
+        except Exception as exc:  # one broken contestant must not hide the others
+            errors[name] = f"error: {exc}"
+    rows: list[Row] = []
+    floor = results.get("raw")
+    floor_ns = floor["overhead_ns"] if floor else None
+    labels = {
+        "raw": "raw OTel SDK (floor): overhead/call",
+        "ours_call": "amtp_obs llm_call: overhead/call",
+        "ours_auto": "amtp_obs auto-instrumented openai: overhead/call",
+        "openllmetry": "OpenLLMetry (opentelemetry-instrumentation-openai): overhead/call",
+        "openlit": "OpenLIT: overhead/call",
+    }
+    competitor_ns = [results[c]["overhead_ns"] for c in llm_overhead.COMPETITORS if c in results]
+    for name in llm_overhead.CONTESTANTS:
+        r = results.get(name)
+        if r is None:
+            rows.append(Row("sdk", labels[name], verdict="ERROR" if "error" in errors[name] else "SKIP",
+                            detail=errors[name]))
+            continue
+        us = r["overhead_ns"] / 1000
+        ratio = r["overhead_ns"] / floor_ns if floor_ns else None
+        ver = f"{r['contestant']} {r['version']}, otel-sdk {r['otel_sdk']}, openai {r['openai']}"
+        detail = (
+            f"bare client {r['bare_ns'] / 1000:.0f} us, instrumented {r['instrumented_ns'] / 1000:.0f} us; "
+            f"{r['spans_per_call']} span(s)/call; blocked outbound connects: {len(r['blocked_connections'])}; "
+            f"{ver}"
+        )
+        row = Row("sdk", labels[name], us, "us", extra={**r, "ratio_to_floor": ratio})
+        if name == "raw":
+            row.target, row.verdict = "(the floor)", "-"
+        elif name in ("ours_call", "ours_auto"):
+            faster = all(r["overhead_ns"] < c for c in competitor_ns) if competitor_ns else None
+            row.target = f"<= {SDK_RATIO_TARGET}x floor; < OpenLLMetry, OpenLIT"
+            ok_ratio = ratio is not None and ratio <= SDK_RATIO_TARGET
+            row.verdict = f"{ratio:.2f}x " + _verdict(ok_ratio and faster is not False) if ratio else "?"
+            if faster is None:
+                detail += "; competitors not measured"
+        else:
+            row.target = "(competitor)"
+            row.verdict = f"{ratio:.2f}x floor" if ratio else "-"
+        row.detail = detail
+        rows.append(row)
+    # Helper C's bench: llm_call vs raw with no client around them (pure SDK cost).
+    try:
+        c = _run_json(
+            [
+                str(MAIN_PYTHON),
+                "-c",
+                "import json,sys,io,contextlib; sys.path.insert(0, 'bench'); import sdk_overhead as s; "
+                "buf=io.StringIO();\nwith contextlib.redirect_stdout(buf): r=s.main(sys.argv[1:])\n"
+                "print(json.dumps(r))",
+                "--iterations",
+                str(200 if opts.quick else 20000),
+                "--repeats",
+                str(3 if opts.quick else 7),
+            ],
+            timeout=600,
+        )
+        rows.append(
+            Row(
+                "sdk",
+                "llm_call vs raw span+3 counters, no client (bench/sdk_overhead.py)",
+                c["ours_ns"] / 1000,
+                "us",
+                target=f"<= {SDK_RATIO_TARGET}x",
+                verdict=f"{c['ratio']:.2f}x " + _verdict(c["ratio"] <= SDK_RATIO_TARGET),
+                detail=f"raw {c['raw_ns'] / 1000:.1f} us/call",
+                extra=c,
+            )
+        )
+    except Exception as exc:
+        rows.append(Row("sdk", "llm_call vs raw, no client (bench/sdk_overhead.py)", verdict="ERROR", detail=str(exc)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# ingest
+# ---------------------------------------------------------------------------------------------
+
+
+class RssSampler:
+    """Peak and last RSS of some processes, sampled in a background thread."""
+
+    def __init__(self, procs: list[harness.Proc], interval: float = 0.5) -> None:
+        self.procs = procs
+        self.interval = interval
+        self.peak: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> None:
+        for p in self.procs:
+            rss = p.rss_mib()
+            if rss is not None:
+                self.last[p.name] = rss
+                self.peak[p.name] = max(rss, self.peak.get(p.name, 0.0))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+@contextlib.contextmanager
+def pipeline(workdir: Path, **collector_kwargs: Any) -> Iterator[tuple[harness.Proc, harness.Proc, Any, Any]]:
+    tports = harness.TempoPorts()
+    cports = harness.CollectorPorts()
+    tempo = harness.tempo_proc(workdir / "tempo", tports)
+    coll = harness.collector_proc(workdir / "collector", cports, f"{harness.LOOPBACK}:{tports.otlp_grpc}",
+                                  **collector_kwargs)
+    with harness.running(tempo, coll):
+        yield tempo, coll, tports, cports
+
+
+def _store_received(tports: harness.TempoPorts) -> float:
+    return harness.scrape(f"{tports.api}/metrics").get("tempo_distributor_spans_received_total", 0.0)
+
+
+def bench_ingest(opts: Options) -> list[Row]:
+    from amtp_obs.collector.telemetry import EXPORTER_SEND_FAILED, EXPORTER_SENT, RECEIVER_ACCEPTED
+
+    duration = 1.5 if opts.quick else opts.duration
+    senders, concurrency = (1, 2) if opts.quick else (2, 4)
+    rows: list[Row] = []
+    for protocol in ("http", "grpc"):
+        workdir = opts.workdir / f"ingest-{protocol}"
+        with pipeline(workdir) as (tempo, coll, tports, cports):
+            target = cports.http_url if protocol == "http" else cports.grpc_target
+            cpu0 = {p.name: p.cpu_seconds() or 0.0 for p in (tempo, coll)}
+            with RssSampler([tempo, coll]) as rss:
+                procs = [
+                    subprocess.Popen(
+                        [str(MAIN_PYTHON), str(BENCH_DIR / "loadgen.py"), "--protocol", protocol, "--target",
+                         target, "--duration", str(duration), "--seed", str(100 + k), "--concurrency",
+                         str(concurrency)],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                    )
+                    for k in range(senders)
+                ]
+                outs = []
+                for p in procs:
+                    out, errout = p.communicate(timeout=duration + 120)
+                    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+                    if p.returncode != 0 or not lines:
+                        raise RuntimeError(f"loadgen failed: {errout.strip()[-500:]}")
+                    outs.append(json.loads(lines[-1]))
+                send_elapsed = max(o["elapsed_s"] for o in outs)
+                acked = sum(o["spans_ok"] for o in outs)
+                refused = sum(o["requests_refused"] for o in outs)
+                errors = sum(o["requests_error"] for o in outs)
+                # Drain: wait until the store has everything the collector acknowledged (or it stops moving).
+                t_end_send = time.monotonic()
+                last, still = -1.0, 0
+                while time.monotonic() - t_end_send < 60:
+                    got = _store_received(tports)
+                    if got >= acked:
+                        break
+                    still = still + 1 if got == last else 0
+                    if still >= 30:  # 3 s without progress
+                        break
+                    last = got
+                    time.sleep(0.1)
+                drain = time.monotonic() - t_end_send
+                stored = _store_received(tports)
+            m = harness.scrape(cports.metrics_url)
+            cpu = {p.name: (p.cpu_seconds() or 0.0) - cpu0[p.name] for p in (tempo, coll)}
+        noun = "spans"
+        accepted_rate = acked / send_elapsed
+        e2e_rate = stored / (send_elapsed + drain)
+        lost = max(0, int(acked - stored))
+        extra = {
+            "acked": acked,
+            "stored": stored,
+            "refused_requests": refused,
+            "error_requests": errors,
+            "send_s": send_elapsed,
+            "drain_s": drain,
+            "rss_peak_mib": rss.peak,
+            "rss_end_mib": rss.last,
+            "cpu_s": cpu,
+            "collector": {k: m.get(k.format(noun=noun) + "_total")
+                          for k in (RECEIVER_ACCEPTED, EXPORTER_SENT, EXPORTER_SEND_FAILED)},
+            "senders": outs,
+        }
+        label = "OTLP/HTTP protobuf" if protocol == "http" else "OTLP/gRPC"
+        rows.append(
+            Row(
+                "ingest",
+                f"{label}: spans/s collector -> store (end to end)",
+                e2e_rate,
+                "spans/s",
+                target=f">= {INGEST_TARGET:,.0f}",
+                verdict=_verdict(e2e_rate >= INGEST_TARGET),
+                detail=(
+                    f"{acked:,.0f} acked in {send_elapsed:.1f}s ({accepted_rate:,.0f}/s accepted), drained in "
+                    f"{drain:.1f}s; lost {lost:,} ({lost / acked:.2%} of acked)" if acked else "nothing acked"
+                )
+                + f"; refused {refused} req, errors {errors}; RSS peak collector "
+                f"{rss.peak.get('collector', 0):.0f} MiB, store {rss.peak.get('tempo', 0):.0f} MiB; CPU s "
+                f"collector {cpu['collector']:.1f}, store {cpu['tempo']:.1f}; batch 512, {senders}x{concurrency} "
+                "in flight",
+                extra=extra,
+            )
+        )
+        rows.append(
+            Row(
+                "ingest",
+                f"{label}: spans lost (acked - stored)",
+                float(lost),
+                "spans",
+                target="0",
+                verdict=_verdict(lost == 0),
+                detail=f"store received {stored:,.0f} of {acked:,.0f} acknowledged",
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# latency
+# ---------------------------------------------------------------------------------------------
+
+
+def _free_obs_ports() -> dict[str, str]:
+    names = [
+        env.OBS_OTEL_GRPC_PORT, env.OBS_OTEL_HTTP_PORT, env.OBS_OTEL_METRICS_PORT, env.OBS_OTEL_HEALTH_PORT,
+        env.OBS_OTEL_ZPAGES_PORT, env.OBS_OTEL_PPROF_PORT, env.OBS_TEMPO_HTTP_PORT, env.OBS_TEMPO_GRPC_PORT,
+        env.OBS_PROMETHEUS_PORT, env.OBS_GRAFANA_PORT,
+    ]
+    return {n: str(harness.free_port()) for n in names}
+
+
+def bench_latency(opts: Options) -> list[Row]:
+    from amtp_obs import contract
+    from amtp_obs.sdk import configure, llm_call, shutdown
+
+    n = 5 if opts.quick else 50
+    rows: list[Row] = []
+    with pipeline(opts.workdir / "latency") as (_tempo, _coll, tports, cports):
+        configure(
+            harness.BENCH_SERVICE,
+            endpoint=f"http://{cports.grpc_target}",
+            protocol="grpc",
+            span_processor="simple",
+            set_global=False,
+            metric_export_interval_ms=60_000,
+        )
+        client = httpx.Client(timeout=5.0)
+        lat: list[float] = []
+        misses = 0
+        for _ in range(n):
+            with llm_call(contract.PROVIDER_OPENAI, "gpt-4o") as call:
+                call.set_usage(128, 64)
+                tid = format(call.span.get_span_context().trace_id, "032x")
+            t0 = time.monotonic()  # the span has ended and was exported synchronously (simple processor)
+            url = f"{tports.api}/api/traces/{tid}"
+            while time.monotonic() - t0 < 10:
+                if client.get(url).status_code == 200:
+                    lat.append(time.monotonic() - t0)
+                    break
+                time.sleep(0.01)
+            else:
+                misses += 1
+        client.close()
+        shutdown()  # flush while the collector is still up
+    p50, p95 = harness.percentile(lat, 50), harness.percentile(lat, 95)
+    rows.append(
+        Row(
+            "latency",
+            f"emit -> visible at /api/traces/{{id}} ({n} traces, collector batch timeout 1s)",
+            p50,
+            "s",
+            p95=p95,
+            target=f"p95 <= {LATENCY_P95_TARGET_S} s",
+            verdict=_verdict(p95 <= LATENCY_P95_TARGET_S and misses == 0),
+            detail=f"max {max(lat) if lat else float('nan'):.3f}s; not visible within 10s: {misses}; "
+            "emitted by amtp_obs.sdk (simple span processor, OTLP gRPC), polled every 10 ms",
+            extra={"latencies_s": lat, "misses": misses},
+        )
+    )
+    if opts.verify:
+        rows.append(bench_verify(opts))
+    else:
+        rows.append(Row("latency", VERIFY_METRIC, verdict="SKIP", detail="--no-verify"))
+    return rows
+
+
+def bench_verify(opts: Options) -> Row:
+    """`amtp-obs up` on free ports in a scratch state dir, then time `amtp-obs verify`, then `down`."""
+    cli = [str(MAIN_PYTHON), "-m", "amtp_obs.cli"]
+    state = opts.workdir / "stack-state"
+    environ = {**os.environ, **_free_obs_ports(), env.AMTP_OBS_STATE_DIR: str(state)}
+    up = subprocess.run([*cli, "up", "--state-dir", str(state)], capture_output=True, text=True, env=environ,
+                        cwd=ROOT, timeout=180)
+    try:
+        if up.returncode != 0:
+            return Row("latency", VERIFY_METRIC, verdict="ERROR",
+                       detail=f"amtp-obs up failed: {(up.stderr or up.stdout).strip()[-400:]}")
+        t0 = time.monotonic()
+        ver = subprocess.run([*cli, "verify"], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=300)
+        wall = time.monotonic() - t0
+    finally:
+        subprocess.run([*cli, "down", "--state-dir", str(state)], capture_output=True, env=environ, cwd=ROOT,
+                       timeout=120)
+    ok = ver.returncode == 0
+    return Row(
+        "latency",
+        VERIFY_METRIC,
+        wall,
+        "s",
+        target=f"<= {VERIFY_TARGET_S:.0f} s and passing",
+        verdict=_verdict(ok and wall <= VERIFY_TARGET_S),
+        detail=("verify passed" if ok else f"verify FAILED (exit {ver.returncode}): "
+                + " | ".join((ver.stdout + ver.stderr).strip().splitlines()[-4:])),
+        extra={"returncode": ver.returncode},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# store
+# ---------------------------------------------------------------------------------------------
+
+
+def _timed_gets(client: httpx.Client, urls: list[tuple[str, dict[str, Any] | None]]) -> tuple[list[float], int]:
+    lat, bad = [], 0
+    for url, params in urls:
+        t0 = time.perf_counter()
+        r = client.get(url, params=params)
+        lat.append((time.perf_counter() - t0) * 1000)
+        if r.status_code != 200:
+            bad += 1
+    return lat, bad
+
+
+def bench_store(opts: Options) -> list[Row]:
+    total_spans = 10_240 if opts.quick else 1_000_000
+    batch, spans_per_trace = 512, 4
+    requests = math.ceil(total_spans / batch)
+    senders, concurrency = (1, 2) if opts.quick else (2, 3)
+    tports = harness.TempoPorts()
+    tempo = harness.tempo_proc(opts.workdir / "store", tports)
+    rows: list[Row] = []
+    with harness.running(tempo):
+        per = [requests // senders + (1 if k < requests % senders else 0) for k in range(senders)]
+        seeds = [500 + k for k in range(senders)]
+        t0 = time.monotonic()
+        procs = [
+            subprocess.Popen(
+                [str(MAIN_PYTHON), str(BENCH_DIR / "loadgen.py"), "--protocol", "grpc", "--target",
+                 f"{harness.LOOPBACK}:{tports.otlp_grpc}", "--unique-requests", str(per[k]), "--seed",
+                 str(seeds[k]), "--batch", str(batch), "--spans-per-trace", str(spans_per_trace),
+                 "--concurrency", str(concurrency)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            )
+            for k in range(senders)
+        ]
+        outs = []
+        for p in procs:
+            out, errout = p.communicate(timeout=1800)
+            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+            if p.returncode != 0 or not lines:
+                raise RuntimeError(f"loadgen failed: {errout.strip()[-500:]}")
+            outs.append(json.loads(lines[-1]))
+        ingest_s = time.monotonic() - t0
+        stored = _store_received(tports)
+        refused = sum(o["requests_refused"] for o in outs)
+        rss_after = tempo.rss_mib()
+        rows.append(
+            Row(
+                "store",
+                f"direct OTLP gRPC ingest of {stored:,.0f} spans",
+                ingest_s,
+                "s",
+                target="(reported)",
+                verdict="-",
+                detail=f"{stored / ingest_s:,.0f} spans/s; {refused} refused requests retried; "
+                f"store RSS after {rss_after or 0:.0f} MiB; {spans_per_trace} spans/trace",
+                extra={"senders": outs, "stored": stored, "rss_mib": rss_after},
+            )
+        )
+        rng = random.Random(7)
+        traces_per_req = batch // spans_per_trace
+        ids = []
+        for _ in range(20 if opts.quick else 500):
+            k = rng.randrange(senders)
+            idx = rng.randrange(per[k] * traces_per_req)
+            ids.append(harness.trace_id_for(seeds[k], idx).hex())
+        with httpx.Client(timeout=30.0) as client:
+            _timed_gets(client, [(f"{tports.api}/api/traces/{ids[0]}", None)] * 3)  # warm the connection
+            lat, bad = _timed_gets(client, [(f"{tports.api}/api/traces/{t}", None) for t in ids])
+            rows.append(
+                Row(
+                    "store",
+                    f"/api/traces/{{id}} at {stored:,.0f} spans ({len(ids)} random known ids)",
+                    statistics.median(lat),
+                    "ms",
+                    p95=harness.percentile(lat, 95),
+                    p99=harness.percentile(lat, 99),
+                    target=f"p99 <= {LOOKUP_P99_TARGET_MS:.0f} ms",
+                    verdict=_verdict(harness.percentile(lat, 99) <= LOOKUP_P99_TARGET_MS and bad == 0),
+                    detail=f"non-200 answers: {bad}",
+                    extra={"latencies_ms": lat},
+                )
+            )
+            searches = [
+                (f"{tports.api}/api/search", {"tags": f"service.name={harness.BENCH_SERVICE}", "limit": "20"}),
+                (f"{tports.api}/api/search", {"tags": "llm.model=gpt-4o", "limit": "20"}),
+                (f"{tports.api}/api/search", {"q": '{ span.llm.model = "gpt-4o" }', "limit": "20"}),
+            ]
+            n = 5 if opts.quick else 30
+            for url, params in searches:
+                lat, bad = _timed_gets(client, [(url, params)] * n)
+                what = params.get("tags") or params.get("q")
+                rows.append(
+                    Row(
+                        "store",
+                        f"search {what!s} limit 20 at {stored:,.0f} spans",
+                        statistics.median(lat),
+                        "ms",
+                        p95=harness.percentile(lat, 95),
+                        p99=harness.percentile(lat, 99),
+                        target="(reported)",
+                        verdict="-",
+                        detail=f"{n} queries; non-200 answers: {bad}",
+                        extra={"latencies_ms": lat},
+                    )
+                )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+RUNNERS: dict[str, Callable[[Options], list[Row]]] = {
+    "sdk": bench_sdk,
+    "ingest": bench_ingest,
+    "latency": bench_latency,
+    "store": bench_store,
+}
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "mem_gib": mem_gib,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def render(rows: list[Row], console: Console) -> None:
+    table = Table(title="AMTP Observability benchmarks", title_justify="left", show_lines=False)
+    for col in ("benchmark", "metric", "median", "p95", "p99", "unit", "target", "verdict"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("median", "p95", "p99") else "left")
+    for r in rows:
+        style = {"PASS": "green", "MISS": "red", "ERROR": "red", "SKIP": "yellow"}
+        color = next((c for k, c in style.items() if k in r.verdict), None)
+        verdict = f"[{color}]{r.verdict}[/{color}]" if color else r.verdict
+        table.add_row(r.benchmark, r.metric, _fmt(r.median), _fmt(r.p95), _fmt(r.p99), r.unit, r.target, verdict)
+    console.print(table)
+    for r in rows:
+        if r.detail:
+            console.print(f"[dim]{r.benchmark} / {r.metric}:[/dim] {r.detail}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma list of {', '.join(BENCHMARKS)}")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of sustained ingest per protocol")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, no .venv-bench install")
+    ap.add_argument("--no-verify", action="store_true", help="skip the `amtp-obs up/verify/down` timing")
+    ap.add_argument("--output", type=Path, default=RESULTS_FILE, help="where the JSON results go")
+    args = ap.parse_args(argv)
+    chosen = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = [b for b in chosen if b not in RUNNERS]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    if args.duration <= 0:
+        ap.error("--duration must be positive")
+    console = Console(width=160)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="amtp-bench-") as tmp:
+        bench_py = None
+        if "sdk" in chosen:
+            try:
+                bench_py = ensure_bench_venv(args.quick)
+            except subprocess.CalledProcessError as exc:
+                console.print(f"[yellow]could not build .venv-bench ({exc}); competitors skipped[/yellow]")
+        opts = Options(args.quick, args.duration, bench_py, Path(tmp), verify=not args.no_verify)
+        for name in chosen:
+            console.print(f"[bold]running {name}[/bold] ...")
+            t0 = time.monotonic()
+            try:
+                rows.extend(RUNNERS[name](opts))
+            except Exception as exc:
+                rows.append(Row(name, "(benchmark failed)", verdict="ERROR", detail=f"{type(exc).__name__}: {exc}"))
+            console.print(f"  {name} took {time.monotonic() - t0:.0f}s")
+    render(rows, console)
+    doc = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "duration_s": args.duration,
+        "machine": machine(),
+        "rows": [asdict(r) for r in rows],
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(doc, indent=2, default=str))
+    console.print(f"results written to {args.output}")
+    return 1 if any(r.verdict == "ERROR" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,572 @@
+"""``amtp-obs verify``: the end-to-end acceptance gate, for the embedded stack or a Compose deployment.
+
+It does what the design's CI gate does (run ``verify_trace.py``, take the first ``[0-9a-f]{32}``,
+poll Tempo's ``/api/traces/{id}``) and then checks what the gate never did: the spans and their
+contract attributes, the token counters *of this run* in Prometheus, the span metrics, and that every
+dashboard panel's query returns data. Every wait is bounded; polls use short intervals.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+from google.protobuf import json_format
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.resources import SERVICE_NAME
+from rich.console import Console
+from rich.table import Table
+
+from amtp_obs import contract, env
+from amtp_obs.collector.prometheus_naming import normalize_label
+from amtp_obs.project import COLLECTOR_CONFIG, VERIFY_SCRIPT, Project, ProjectError
+from amtp_obs.testing.otlp_sink import attributes
+
+TRACE_ID_RE = re.compile(r"[0-9a-f]{32}")
+"""The design's extraction: ``grep -oE '[0-9a-f]{32}' | head -n 1``."""
+LOOPBACK = "127.0.0.1"
+POLL_INTERVAL_S = 0.5
+SCRIPT_TIMEOUT_S = 30.0
+RATE_INTERVAL = "1m"
+"""Grafana's ``$__rate_interval`` for a 15 s scrape interval: max(4 x 15 s, interval + 15 s)."""
+GRAFANA_MACROS = {
+    "$__rate_interval": RATE_INTERVAL,
+    "${__rate_interval}": RATE_INTERVAL,
+    "$__interval_ms": "15000",
+    "$__interval": "15s",
+    "${__interval}": "15s",
+    "$__range_s": "3600",
+    "$__range_ms": "3600000",
+    "$__range": "1h",
+    "${__range}": "1h",
+}
+TOKEN_ATTRIBUTE = {
+    contract.PROMPT_TOKENS.instrument: contract.LLM_TOKENS_PROMPT,
+    contract.COMPLETION_TOKENS.instrument: contract.LLM_TOKENS_COMPLETION,
+    contract.TOTAL_TOKENS.instrument: contract.LLM_TOKENS_TOTAL,
+}
+"""Counter -> span attribute holding the same number for one call."""
+
+
+@dataclass(frozen=True)
+class ScriptFacts:
+    """What verify_trace.py emits, read from the script itself (its constants are the one source)."""
+
+    run_id_attribute: str
+    tokens: dict[str, int]
+    """Counter instrument name -> the value one run adds."""
+
+    @classmethod
+    def load(cls, script: Path) -> ScriptFacts:
+        mod = _import_script(script)
+        prompt, completion = int(mod.PROMPT_TOKENS), int(mod.COMPLETION_TOKENS)
+        return cls(
+            str(mod.RUN_ID_ATTRIBUTE),
+            {
+                contract.PROMPT_TOKENS.instrument: prompt,
+                contract.COMPLETION_TOKENS.instrument: completion,
+                contract.TOTAL_TOKENS.instrument: prompt + completion,
+            },
+        )
+
+
+def _import_script(script: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("amtp_otel_verify_script", script)
+    if spec is None or spec.loader is None:
+        raise ProjectError(f"cannot load {script}")
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:  # a broken script is a finding of the gate, not a crash
+        raise ProjectError(f"cannot import {script}: {type(exc).__name__}: {exc}") from None
+    return mod
+
+
+class CheckFailed(Exception):
+    """A check's assertion did not hold; the message is the report's detail."""
+
+
+class Skipped(Exception):
+    """A check could not run because an earlier one failed."""
+
+
+@dataclass
+class Result:
+    name: str
+    status: str  # pass | fail | skip
+    detail: str
+    duration: float
+
+
+@dataclass
+class Endpoints:
+    """Where the stack answers, from the OBS_* ports (embedded and Compose publish the same ones)."""
+
+    otlp_grpc: str
+    health: str
+    tempo: str
+    prometheus: str
+    grafana: str
+
+    @classmethod
+    def from_project(cls, project: Project) -> Endpoints:
+        path = "/"
+        try:
+            doc = project.load_yaml(COLLECTOR_CONFIG) or {}
+            path = ((doc.get("extensions") or {}).get("health_check") or {}).get("path") or "/"
+        except (ProjectError, AttributeError):
+            pass
+        return cls(
+            otlp_grpc=f"http://{LOOPBACK}:{project.port(env.OBS_OTEL_GRPC_PORT)}",
+            health=f"http://{LOOPBACK}:{project.port(env.OBS_OTEL_HEALTH_PORT)}{path}",
+            tempo=f"http://{LOOPBACK}:{project.port(env.OBS_TEMPO_HTTP_PORT)}",
+            prometheus=f"http://{LOOPBACK}:{project.port(env.OBS_PROMETHEUS_PORT)}",
+            grafana=f"http://{LOOPBACK}:{project.port(env.OBS_GRAFANA_PORT)}",
+        )
+
+
+@dataclass
+class Span:
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+
+
+def spans_from_tempo_json(doc: dict[str, Any]) -> list[Span]:
+    """Spans of a Tempo 2.4.1 ``/api/traces/{id}`` answer (``batches``, base64 ids, string int64)."""
+    data = trace_pb2.TracesData()
+    json_format.ParseDict({"resourceSpans": doc.get("batches", [])}, data, ignore_unknown_fields=True)
+    out = []
+    for rs in data.resource_spans:
+        res = attributes(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                out.append(
+                    Span(
+                        s.trace_id.hex(),
+                        s.span_id.hex(),
+                        s.parent_span_id.hex(),
+                        s.name,
+                        s.kind,
+                        attributes(s.attributes),
+                        res,
+                    )
+                )
+    return out
+
+
+def substitute(query: str, variables: list[str]) -> str:
+    """Grafana macros -> fixed values, template variables -> ``.*`` (the dashboard's "All")."""
+    for macro, value in sorted(GRAFANA_MACROS.items(), key=lambda kv: -len(kv[0])):
+        query = query.replace(macro, value)
+    for var in sorted(variables, key=len, reverse=True):
+        query = re.sub(r"\$\{" + re.escape(var) + r"(?::[A-Za-z]+)?\}", ".*", query)
+        query = re.sub(r"\[\[" + re.escape(var) + r"\]\]", ".*", query)
+        query = re.sub(r"\$" + re.escape(var) + r"\b", ".*", query)
+    return query
+
+
+@dataclass
+class PanelQuery:
+    dashboard: str
+    panel: str
+    kind: str  # prometheus | tempo
+    query: str
+    ref: str
+
+
+def panel_queries(project: Project) -> list[PanelQuery]:
+    """Every visible target of every provisioned dashboard panel, macros and variables substituted."""
+    out: list[PanelQuery] = []
+    for path in project.dashboards():
+        try:
+            dash = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckFailed(f"{path.name}: not valid JSON: {exc}") from None
+        variables = [
+            v.get("name", "") for v in (dash.get("templating") or {}).get("list", []) if v.get("name")
+        ]
+        panels = list(dash.get("panels") or [])
+        for p in list(panels):
+            panels.extend(p.get("panels") or [])  # rows hold collapsed panels
+        for panel in panels:
+            ds = panel.get("datasource") or {}
+            for t in panel.get("targets") or []:
+                if t.get("hide"):
+                    continue
+                tds = t.get("datasource") or ds
+                kind = (tds.get("type") if isinstance(tds, dict) else None) or ""
+                raw = t.get("expr") if kind == "prometheus" else t.get("query")
+                if kind not in ("prometheus", "tempo") or not raw:
+                    continue
+                out.append(
+                    PanelQuery(
+                        dash.get("title", path.stem),
+                        panel.get("title", "?"),
+                        kind,
+                        substitute(raw, variables),
+                        t.get("refId", "A"),
+                    )
+                )
+    return out
+
+
+@dataclass
+class Gate:
+    """State shared between the checks of one run."""
+
+    project: Project
+    endpoints: Endpoints
+    timeout: float
+    client: httpx.Client
+    run_id: str = field(default_factory=lambda: f"verify-{uuid.uuid4().hex[:16]}")
+    facts: ScriptFacts | None = None
+    trace_id: str | None = None
+    spans: list[Span] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+
+    def poll(self, what: Callable[[], tuple[bool, str]], budget: float | None = None) -> str:
+        """Call ``what`` every POLL_INTERVAL_S until it says done, or fail with its last detail."""
+        deadline = time.monotonic() + (budget if budget is not None else self.timeout)
+        while True:
+            done, detail = what()
+            if done:
+                return detail
+            if time.monotonic() >= deadline:
+                raise CheckFailed(
+                    f"gave up after {budget if budget is not None else self.timeout:.0f} s: {detail}"
+                )
+            time.sleep(POLL_INTERVAL_S)
+
+    def prom_query(self, expr: str) -> list[dict[str, Any]]:
+        r = self.client.get(f"{self.endpoints.prometheus}/api/v1/query", params={"query": expr})
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        if r.status_code != 200 or body.get("status") != "success":
+            raise CheckFailed(
+                f"Prometheus rejected {expr!r}: HTTP {r.status_code} {body.get('error', r.text[:200])}"
+            )
+        result = body["data"]["result"]
+        return result if isinstance(result, list) else [{"value": result}]
+
+    # -------------------------------------------------------------------------- checks
+    def check_reachable(self) -> str:
+        targets = {
+            "collector health": self.endpoints.health,
+            "tempo /ready": f"{self.endpoints.tempo}/ready",
+            "prometheus /-/ready": f"{self.endpoints.prometheus}/-/ready",
+            "grafana /api/health": f"{self.endpoints.grafana}/api/health",
+        }
+
+        def probe() -> tuple[bool, str]:
+            bad = []
+            for what, url in targets.items():
+                try:
+                    code = self.client.get(url).status_code
+                except httpx.HTTPError as exc:
+                    bad.append(f"{what} ({url}): {type(exc).__name__}")
+                    continue
+                if code != 200:
+                    bad.append(f"{what} ({url}): HTTP {code}")
+            return not bad, "; ".join(bad) or "all ready"
+
+        return self.poll(probe, budget=min(self.timeout, 30.0))
+
+    def check_emit(self) -> str:
+        script = self.project.path(VERIFY_SCRIPT)
+        if not script.is_file():
+            raise CheckFailed(f"{VERIFY_SCRIPT} not found")
+        self.facts = ScriptFacts.load(script)
+        environ = dict(self.project.variables)
+        environ[env.OTEL_EXPORTER_OTLP_ENDPOINT] = self.endpoints.otlp_grpc
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(script), "--run-id", self.run_id],
+                capture_output=True,
+                text=True,
+                timeout=SCRIPT_TIMEOUT_S,
+                env=environ,
+            )
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"{VERIFY_SCRIPT} did not finish within {SCRIPT_TIMEOUT_S:.0f} s") from None
+        if proc.returncode != 0:
+            raise CheckFailed(f"exit code {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-400:]}")
+        m = TRACE_ID_RE.search(proc.stdout)
+        if not m:
+            raise CheckFailed(f"no 32-hex trace id in its output: {proc.stdout.strip()[-300:]!r}")
+        self.trace_id = m.group(0)
+        return f"trace {self.trace_id}, run id {self.run_id}"
+
+    def check_tempo_trace(self) -> str:
+        if not self.trace_id:
+            raise Skipped("no trace id")
+        url = f"{self.endpoints.tempo}/api/traces/{self.trace_id}"
+        attempts = 0
+        doc: dict[str, Any] = {}
+
+        def fetch() -> tuple[bool, str]:
+            nonlocal attempts, doc
+            attempts += 1
+            try:
+                r = self.client.get(url)
+            except httpx.HTTPError as exc:
+                return False, f"{type(exc).__name__}"
+            if r.status_code == 200:
+                doc = r.json()
+                return True, f"HTTP 200 after {attempts} attempt(s)"
+            return False, f"HTTP {r.status_code}"
+
+        detail = self.poll(fetch, budget=min(self.timeout, 60.0))
+        self.spans = spans_from_tempo_json(doc)
+        return detail + f", {len(self.spans)} span(s)"
+
+    def check_spans(self) -> str:
+        if not self.spans:
+            raise Skipped("no trace")
+        from amtp_obs.contract.validate import validate_span
+
+        by_name = {s.name: s for s in self.spans}
+        missing = [n for n in contract.LLM_SPAN_NAMES if n not in by_name]
+        if missing:
+            raise CheckFailed(f"missing span(s) {missing}; got {sorted(by_name)}")
+        root = by_name[contract.SPAN_LLM_COMPLETION]
+        problems = [v.message for v in validate_span(root.name, root.attributes, kind=root.kind)]
+        for child in contract.LLM_SPAN_NAMES[1:]:
+            if by_name[child].parent_span_id != root.span_id:
+                problems.append(f"{child} is not a child of {root.name}")
+        if any(s.trace_id != self.trace_id for s in self.spans):
+            problems.append("a span has another trace id")
+        assert self.facts is not None
+        run_attr = self.facts.run_id_attribute
+        if root.resource.get(run_attr) != self.run_id:
+            problems.append(f"resource {run_attr}={root.resource.get(run_attr)!r}, want {self.run_id}")
+        for counter, attr in TOKEN_ATTRIBUTE.items():
+            sent = self.facts.tokens[counter]
+            if root.attributes.get(attr) != sent:
+                problems.append(f"{attr}={root.attributes.get(attr)!r}, the script sends {sent}")
+        for key, value in collector_span_attributes(self.project).items():
+            if root.attributes.get(key) != value:
+                problems.append(f"collector attribute {key}={root.attributes.get(key)!r}, want {value!r}")
+        if problems:
+            raise CheckFailed("; ".join(problems))
+        tokens = ", ".join(f"{k}={root.attributes[k]}" for k in TOKEN_ATTRIBUTE.values())
+        return f"3 spans, contract attributes valid ({tokens})"
+
+    def check_counters(self) -> str:
+        if self.facts is None or not self.trace_id:
+            raise Skipped("verify_trace.py did not run")
+        label = normalize_label(self.facts.run_id_attribute)
+        required = [normalize_label(a) for a in contract.REQUIRED_METRIC_ATTRIBUTES]
+        want = {c.prometheus_name: self.facts.tokens[c.instrument] for c in contract.TOKEN_COUNTERS}
+
+        def look() -> tuple[bool, str]:
+            got, bad = {}, []
+            for name, expected in want.items():
+                series = self.prom_query(f'{name}{{{label}="{self.run_id}"}}')
+                total = sum(float(s["value"][1]) for s in series)
+                got[name] = total
+                if not series:
+                    bad.append(f"{name}: no series yet")
+                elif total != expected:
+                    bad.append(f"{name}={total:g}, want {expected}")
+                else:
+                    for s in series:
+                        lacking = [lab for lab in required if lab not in s["metric"]]
+                        if lacking:
+                            bad.append(f"{name} lacks label(s) {lacking}")
+            return not bad, "; ".join(bad) or ", ".join(f"{k}={v:g}" for k, v in got.items())
+
+        return self.poll(look, budget=min(self.timeout, 45.0))
+
+    def check_spanmetrics(self) -> str:
+        if not self.spans:
+            raise Skipped("no trace")
+        service = self.spans[0].resource.get(SERVICE_NAME, "")
+        expr = (
+            f'{contract.SPANMETRICS_CALLS}{{span_name="{contract.SPAN_LLM_COMPLETION}", service="{service}"}}'
+        )
+
+        def look() -> tuple[bool, str]:
+            series = self.prom_query(expr)
+            total = sum(float(s["value"][1]) for s in series)
+            return total > 0, f"{expr} = {total:g}" if series else f"{expr}: no series yet"
+
+        return self.poll(look, budget=min(self.timeout, 45.0))
+
+    def check_panels(self) -> list[Result]:
+        """One result per panel target, polled together until each returns data or time runs out."""
+        queries = panel_queries(self.project)
+        if not queries:
+            raise CheckFailed("no panel queries found in the provisioned dashboards")
+        start = time.monotonic()
+        pending = {i: "not queried" for i in range(len(queries))}
+        done: dict[int, Result] = {}
+        deadline = start + min(self.timeout, 45.0)
+        while pending:
+            for i in list(pending):
+                q = queries[i]
+                try:
+                    ok, detail = self.run_panel(q)
+                except CheckFailed as exc:
+                    ok, detail = False, str(exc)
+                if ok:
+                    done[i] = Result(self.panel_name(q), "pass", detail, time.monotonic() - start)
+                    del pending[i]
+                else:
+                    pending[i] = detail
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_INTERVAL_S)
+        for i, detail in pending.items():
+            done[i] = Result(
+                self.panel_name(queries[i]), "fail", f"no data: {detail}", time.monotonic() - start
+            )
+        return [done[i] for i in sorted(done)]
+
+    @staticmethod
+    def panel_name(q: PanelQuery) -> str:
+        return f"panel {q.panel!r} ({q.ref})"
+
+    def run_panel(self, q: PanelQuery) -> tuple[bool, str]:
+        if q.kind == "prometheus":
+            series = self.prom_query(q.query)
+            if not series:
+                return False, f"{q.query} returned no series"
+            values = [s["value"][1] for s in series if "value" in s]
+            return True, f"{len(series)} series, e.g. {values[0] if values else '?'}"
+        r = self.client.get(f"{self.endpoints.tempo}/api/search", params={"q": q.query, "limit": 20})
+        if r.status_code != 200:
+            raise CheckFailed(f"Tempo /api/search rejected {q.query!r}: HTTP {r.status_code} {r.text[:200]}")
+        traces = r.json().get("traces") or []
+        if not traces:
+            return False, f"TraceQL {q.query} found no traces"
+        return True, f"TraceQL found {len(traces)} trace(s)"
+
+
+def collector_span_attributes(project: Project) -> dict[str, Any]:
+    """insert/upsert actions of the collector's attributes processors in the traces pipelines."""
+    try:
+        doc = project.load_yaml(COLLECTOR_CONFIG) or {}
+    except ProjectError:
+        return {}
+    procs = doc.get("processors") or {}
+    pipelines = (doc.get("service") or {}).get("pipelines") or {}
+    out: dict[str, Any] = {}
+    for pid, pipe in pipelines.items():
+        if pid.split("/")[0] != "traces":
+            continue
+        for proc_id in (pipe or {}).get("processors") or []:
+            if proc_id.split("/")[0] != "attributes":
+                continue
+            for action in (procs.get(proc_id) or {}).get("actions") or []:
+                if action.get("action") in ("insert", "upsert") and "value" in action:
+                    out[action["key"]] = action["value"]
+    return out
+
+
+def run_checks(gate: Gate) -> list[Result]:
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("stack reachable", gate.check_reachable),
+        ("verify_trace.py emits a trace", gate.check_emit),
+        ("trace found in Tempo", gate.check_tempo_trace),
+        ("spans carry the contract", gate.check_spans),
+        ("token counters of this run in Prometheus", gate.check_counters),
+        ("span metrics for llm.completion", gate.check_spanmetrics),
+        ("dashboard panels return data", gate.check_panels),
+    ]
+    failed_first = False
+    for name, fn in steps:
+        start = time.monotonic()
+        if failed_first:
+            gate.results.append(Result(name, "skip", "stack not reachable", 0.0))
+            continue
+        try:
+            out = fn()
+        except Skipped as exc:
+            gate.results.append(Result(name, "skip", str(exc), time.monotonic() - start))
+            continue
+        except (CheckFailed, ProjectError) as exc:
+            gate.results.append(Result(name, "fail", str(exc), time.monotonic() - start))
+            failed_first = failed_first or name == "stack reachable"
+            continue
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            gate.results.append(
+                Result(name, "fail", f"{type(exc).__name__}: {exc}", time.monotonic() - start)
+            )
+            continue
+        if isinstance(out, list):
+            gate.results.extend(out)
+        else:
+            gate.results.append(Result(name, "pass", str(out), time.monotonic() - start))
+    return gate.results
+
+
+def write_junit(results: list[Result], path: Path) -> None:
+    suite = ET.Element(
+        "testsuite",
+        name="amtp-obs verify",
+        tests=str(len(results)),
+        failures=str(sum(r.status == "fail" for r in results)),
+        skipped=str(sum(r.status == "skip" for r in results)),
+        time=f"{sum(r.duration for r in results):.3f}",
+    )
+    for r in results:
+        case = ET.SubElement(
+            suite, "testcase", classname="amtp_obs.verify", name=r.name, time=f"{r.duration:.3f}"
+        )
+        if r.status == "fail":
+            ET.SubElement(case, "failure", message=r.detail).text = r.detail
+        elif r.status == "skip":
+            ET.SubElement(case, "skipped", message=r.detail)
+        else:
+            ET.SubElement(case, "system-out").text = r.detail
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def report(results: list[Result], console: Console) -> None:
+    table = Table(title="amtp-obs verify", title_justify="left")
+    for col in ("check", "result", "detail", "duration"):
+        table.add_column(col)
+    style = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]", "skip": "[yellow]SKIP[/yellow]"}
+    for r in results:
+        table.add_row(r.name, style[r.status], r.detail, f"{r.duration:.1f} s")
+    console.print(table)
+
+
+def run_verify(project: Project, *, junit: Path | None, timeout: float, console: Console) -> int:
+    """Run every check, print the report, write JUnit if asked; 0 when everything passed."""
+    try:
+        endpoints = Endpoints.from_project(project)
+    except ProjectError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    with httpx.Client(timeout=5.0) as client:
+        gate = Gate(project, endpoints, timeout, client)
+        results = run_checks(gate)
+    report(results, console)
+    if junit is not None:
+        write_junit(results, junit)
+        console.print(f"JUnit report: {junit}")
+    failed = [r for r in results if r.status != "pass"]
+    console.print(
+        f"[red]verify failed: {len(failed)} of {len(results)} checks did not pass[/red]"
+        if failed
+        else f"[green]verify passed: {len(results)} checks[/green]"
+    )
+    return 1 if failed else 0

@@ -1,0 +1,369 @@
+"""Helpers for the dashboard tests: the Prometheus binary fed by remote write, a Tempo-API server.
+
+Series are named the way the pipeline names them (contract counters after the collector's naming,
+Tempo span metrics with Tempo's labels), so the provisioned dashboard's own queries find them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cramjam
+import httpx
+import pytest
+import uvicorn
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from amtp_obs import contract, env
+from amtp_obs.alerting import runtime
+from amtp_obs.collector.prometheus_naming import normalize_label
+from amtp_obs.dashboard import DashboardSettings
+from amtp_obs.project import ALERTING_FILE, Project
+
+PROMETHEUS = shutil.which("prometheus")
+REPO = Path(__file__).resolve().parents[2]
+
+SERVICES = ("agent-alpha", "agent-beta")
+PROMPT_PER_STEP = {"agent-alpha": 10, "agent-beta": 4}
+COMPLETION_PER_STEP = {"agent-alpha": 5, "agent-beta": 2}
+STEPS = 40
+GROW_STEPS = 30
+"""Token counters grow for this many steps and then stay flat, so "last value" does not depend on
+where the query's step grid falls; span-metric counters grow steadily, so their rates are constant."""
+STEP_S = 15
+CALLS_PER_STEP = 2
+P95_MS = (0.064 + 0.95 * (0.128 - 0.064)) * 1000
+"""Every synthetic call lies in the (0.064, 0.128] s bucket: histogram_quantile interpolates linearly."""
+TRACE_ID = "4c04e2687a2d511e2f017aef7079bb0d"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- Prometheus remote-write 1.0 (protobuf prometheus.WriteRequest, snappy block) ------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _series(labels: dict[str, str], samples: list[tuple[int, float]]) -> bytes:
+    body = b"".join(_field(1, _field(1, k.encode()) + _field(2, v.encode())) for k, v in sorted(labels.items()))
+    for ts_ms, value in samples:
+        sample = b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(ts_ms)
+        body += _field(2, sample)
+    return body
+
+
+def remote_write(url: str, series: list[tuple[dict[str, str], list[tuple[int, float]]]]) -> None:
+    payload = b"".join(_field(1, _series(labels, samples)) for labels, samples in series)
+    resp = httpx.post(
+        url + "/api/v1/write",
+        content=bytes(cramjam.snappy.compress_raw(payload)),
+        headers={
+            "Content-Encoding": "snappy",
+            "Content-Type": "application/x-protobuf",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+        },
+        timeout=10,
+    )
+    assert resp.status_code == 204, resp.text
+
+
+def synthetic_series(now_ms: int) -> list[tuple[dict[str, str], list[tuple[int, float]]]]:
+    """Token counters (grow, then flat) and span metrics (steady) over the last STEPS * STEP_S seconds."""
+    stamps = [now_ms - (STEPS - 1 - i) * STEP_S * 1000 for i in range(STEPS)]
+    out = []
+    for service in SERVICES:
+        attrs = {
+            normalize_label(contract.LLM_MODEL): "gpt-4o",
+            normalize_label(contract.LLM_PROVIDER): "openai",
+            normalize_label(contract.GEN_AI_SYSTEM): "openai",
+            "service_name": service,
+            "job": "otel-collector",
+        }
+        prompt, completion = PROMPT_PER_STEP[service], COMPLETION_PER_STEP[service]
+        for spec, per in (
+            (contract.PROMPT_TOKENS, prompt),
+            (contract.COMPLETION_TOKENS, completion),
+            (contract.TOTAL_TOKENS, prompt + completion),
+        ):
+            out.append(
+                (
+                    {"__name__": spec.prometheus_name, **attrs},
+                    [(t, float(per * min(i + 1, GROW_STEPS))) for i, t in enumerate(stamps)],
+                )
+            )
+        span = {
+            "service": service,
+            "span_name": contract.SPAN_LLM_COMPLETION,
+            "span_kind": "SPAN_KIND_CLIENT",
+            "status_code": "STATUS_CODE_OK",
+            "job": "tempo",
+        }
+        out.append(
+            (
+                {"__name__": contract.SPANMETRICS_CALLS, **span},
+                [(t, float(CALLS_PER_STEP * (i + 1))) for i, t in enumerate(stamps)],
+            )
+        )
+        # Every call takes between 0.064 s and 0.128 s: p95 lies in that bucket.
+        for le in ("0.032", "0.064", "0.128", "0.256", "+Inf"):
+            per_step = 0 if float(le) <= 0.064 else CALLS_PER_STEP
+            out.append(
+                (
+                    {"__name__": contract.SPANMETRICS_LATENCY_BUCKET, **span, "le": le},
+                    [(t, float(per_step * (i + 1))) for i, t in enumerate(stamps)],
+                )
+            )
+    return out
+
+
+@dataclass
+class Prom:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+def alert_rules(work: Path) -> Path:
+    """alerting.yaml's rules, translated, evaluated every second and firing without delay."""
+    doc = yaml.safe_load((REPO / ALERTING_FILE).read_text())
+    for group in doc["groups"]:
+        group["interval"] = "1s"
+    copy = work / "alerting.yaml"
+    copy.write_text(yaml.safe_dump(doc))
+    variables = {
+        env.AMTP_SLACK_WEBHOOK_URL: "http://127.0.0.1:9/unused",
+        env.AMTP_ALERT_EMAIL_ADDRESSES: "x@example.test",
+    }
+    files = runtime.prepare(
+        Project(REPO, {}), work / "state", alerting_file=copy, variables=variables, for_override="0s"
+    )
+    return files.rules_file
+
+
+def alert_titles() -> list[str]:
+    doc = yaml.safe_load((REPO / ALERTING_FILE).read_text())
+    return [r["title"] for g in doc["groups"] for r in g["rules"]]
+
+
+@contextlib.contextmanager
+def run_prometheus(work: Path, rule_files: list[Path] | None = None) -> Iterator[Prom]:
+    """The real Prometheus binary on a free loopback port, accepting remote write."""
+    if PROMETHEUS is None:
+        pytest.skip("the prometheus binary is not installed")
+    work.mkdir(parents=True, exist_ok=True)
+    config = {"global": {"scrape_interval": "15s", "evaluation_interval": "15s"}}
+    if rule_files:
+        config["rule_files"] = [str(f) for f in rule_files]  # type: ignore[assignment]
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = (work / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-remote-write-receiver",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("Prometheus is not ready: " + (work / "prometheus.log").read_text()[-2000:])
+            time.sleep(0.1)
+        yield Prom(url, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+# -- a Tempo 2.4.1 API: /api/search and /api/traces/{id} shapes ------------------------------------
+
+
+def _b64(hex_id: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_id)).decode()
+
+
+def tempo_trace_doc(now_ns: int) -> dict[str, Any]:
+    def span(
+        span_id: str, parent: str | None, name: str, start: int, end: int, attrs: dict[str, Any]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "traceId": _b64(TRACE_ID),
+            "spanId": _b64(span_id),
+            "name": name,
+            "kind": "SPAN_KIND_CLIENT" if parent is None else "SPAN_KIND_INTERNAL",
+            "startTimeUnixNano": str(start),
+            "endTimeUnixNano": str(end),
+            "attributes": [
+                {"key": k, "value": {"intValue": str(v)} if isinstance(v, int) else {"stringValue": v}}
+                for k, v in attrs.items()
+            ],
+            "status": {"code": "STATUS_CODE_OK"},
+        }
+        if parent:
+            out["parentSpanId"] = _b64(parent)
+        return out
+
+    attrs = {contract.LLM_MODEL: "gpt-4o", contract.LLM_PROVIDER: "openai", contract.LLM_TOKENS_PROMPT: 128}
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": SERVICES[0]}}]}
+    return {
+        "batches": [
+            {
+                "resource": resource,
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "test"},
+                        "spans": [
+                            span(
+                                "6d16f62bf3fcca46",
+                                None,
+                                contract.SPAN_LLM_COMPLETION,
+                                now_ns,
+                                now_ns + 67_000_000,
+                                attrs,
+                            ),
+                            span(
+                                "0000000000000b01",
+                                "6d16f62bf3fcca46",
+                                contract.SPAN_LLM_INFERENCE,
+                                now_ns + 1_000_000,
+                                now_ns + 60_000_000,
+                                {},
+                            ),
+                            span(
+                                "0000000000000b02",
+                                "6d16f62bf3fcca46",
+                                contract.SPAN_LLM_RESPONSE_PARSE,
+                                now_ns + 61_000_000,
+                                now_ns + 66_000_000,
+                                {},
+                            ),
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+
+
+class FakeTempo:
+    """Answers Tempo 2.4.1's search and trace-by-id routes; records the TraceQL it was asked."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+        self.now_ns = time.time_ns() - 60_000_000_000
+        self.app = Starlette(
+            routes=[
+                Route("/api/search", self.search),
+                Route("/api/traces/{trace_id}", self.trace),
+                Route("/api/echo", lambda r: PlainTextResponse("echo")),
+            ]
+        )
+
+    async def search(self, request: Request) -> Response:
+        q = request.query_params.get("q", "")
+        self.queries.append(q)
+        if not q.startswith("{"):
+            return PlainTextResponse(f"invalid TraceQL query: parse error at {q[:10]!r}", status_code=400)
+        return JSONResponse(
+            {
+                "traces": [
+                    {
+                        "traceID": TRACE_ID,
+                        "rootServiceName": SERVICES[0],
+                        "rootTraceName": contract.SPAN_LLM_COMPLETION,
+                        "startTimeUnixNano": str(self.now_ns),
+                        "durationMs": 67,
+                    }
+                ],
+                "metrics": {"inspectedTraces": 1},
+            }
+        )
+
+    async def trace(self, request: Request) -> Response:
+        trace_id = request.path_params["trace_id"].rjust(32, "0")
+        if trace_id != TRACE_ID:
+            return PlainTextResponse("trace not found", status_code=404)
+        return JSONResponse(tempo_trace_doc(self.now_ns))
+
+
+class ServerThread:
+    """Runs an ASGI app with uvicorn on a pre-bound free loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+def final_tokens(per_step: dict[str, int], services: tuple[str, ...] = SERVICES) -> int:
+    return sum(per_step[s] * GROW_STEPS for s in services)
+
+
+def make_settings(prom_url: str, tempo_url: str, dashboards_dir: Path | None = None) -> DashboardSettings:
+    settings = DashboardSettings.from_project(Project(REPO, {}), prometheus_url=prom_url, tempo_url=tempo_url)
+    if dashboards_dir is not None:
+        settings.dashboards_dir = dashboards_dir
+    return settings

@@ -1,0 +1,456 @@
+"""Acceptance: `amtp-obs up` on non-default ports, real OTLP in, Tempo API and PromQL out, verify, down.
+
+Everything is real: the CLI runs as a subprocess, the collector and trace store are our processes,
+Prometheus is the Debian binary, data goes over loopback sockets. Tests in this module run in order
+against one stack (module fixture); the last one takes it down and checks nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from opentelemetry.sdk.resources import SERVICE_NAME
+
+from amtp_obs import contract, env
+from amtp_obs.demo import SERVICES
+from amtp_obs.project import (
+    COLLECTOR_CONFIG,
+    SERVICE_COLLECTOR,
+    SERVICE_GRAFANA,
+    SERVICE_PROMETHEUS,
+    SERVICE_TEMPO,
+    Project,
+)
+from amtp_obs.stack.addresses import port_is_free
+from amtp_obs.stack.state import Layout, alive, group_members, records
+from amtp_obs.stack.supervisor import ALERTMANAGER
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary (make setup)"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "amtp_obs.cli"]
+PORT_VARIABLES = (
+    env.OBS_OTEL_GRPC_PORT,
+    env.OBS_OTEL_HTTP_PORT,
+    env.OBS_OTEL_METRICS_PORT,
+    env.OBS_OTEL_HEALTH_PORT,
+    env.OBS_OTEL_ZPAGES_PORT,
+    env.OBS_OTEL_PPROF_PORT,
+    env.OBS_TEMPO_HTTP_PORT,
+    env.OBS_TEMPO_GRPC_PORT,
+    env.OBS_PROMETHEUS_PORT,
+    env.OBS_GRAFANA_PORT,
+)
+PROM_WAIT_S = 45.0  # Prometheus scrapes every 15 s; Tempo remote-writes span metrics every 15 s
+RUN = secrets.token_hex(4)
+SDK_SERVICE = f"e2e-sdk-{RUN}"
+JSON_SERVICE = f"e2e-json-{RUN}"
+EMBEDDED = {SERVICE_COLLECTOR, SERVICE_TEMPO, SERVICE_PROMETHEUS, SERVICE_GRAFANA, ALERTMANAGER}
+TOKENS = {contract.PROMPT_TOKENS: 11, contract.COMPLETION_TOKENS: 7, contract.TOTAL_TOKENS: 18}
+
+
+@dataclass
+class Stack:
+    ports: dict[str, int]
+    environ: dict[str, str]
+    state: Path
+    cwd: Path
+    sdk_trace_id: str = ""
+    json_trace_id: str = ""
+
+    def url(self, variable: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[variable]}{path}"
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=self.environ, cwd=self.cwd
+        )
+
+    def promql(self, expr: str) -> list[dict[str, Any]]:
+        r = httpx.get(self.url(env.OBS_PROMETHEUS_PORT, "/api/v1/query"), params={"query": expr}, timeout=5)
+        r.raise_for_status()
+        return r.json()["data"]["result"]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_for(what: Callable[[], Any], timeout: float, interval: float = 0.25) -> Any:
+    """Return ``what()``'s first truthy value, or fail with the last one after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = what()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s; last result: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    ports = dict(zip(PORT_VARIABLES, free_ports(len(PORT_VARIABLES)), strict=True))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OBS_", "OTEL_"))}
+    environ.update({k: str(v) for k, v in ports.items()})
+    environ[env.AMTP_OBS_PROJECT_DIR] = str(REPO)
+    environ["COLUMNS"] = "220"
+    # Alerting runs when its variables are set; port 9 (discard) is closed: nothing is ever delivered.
+    environ[env.AMTP_SLACK_WEBHOOK_URL] = "http://127.0.0.1:9/slack"
+    environ[env.AMTP_ALERT_EMAIL_ADDRESSES] = "llm-alerts@example.invalid"
+    base = tmp_path_factory.mktemp("e2e")
+    st = Stack(ports, environ, base / "state", base)
+    res = st.cli("up", "--state-dir", str(st.state))
+    if res.returncode != 0:
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (st.state / "logs").glob("*.log"))
+        st.cli("down", "--state-dir", str(st.state))
+        pytest.fail(f"amtp-obs up failed ({res.returncode}):\n{res.stdout}\n{res.stderr}\n{logs}")
+    try:
+        yield st
+    finally:
+        st.cli("down", "--state-dir", str(st.state))
+
+
+def collector_inserted_attributes() -> dict[str, Any]:
+    doc = Project(REPO, {}).load_yaml(COLLECTOR_CONFIG)
+    out = {}
+    for action in doc["processors"]["attributes/llm_meta"]["actions"]:
+        if action["action"] in ("insert", "upsert"):
+            out[action["key"]] = action["value"]
+    return out
+
+
+def tempo_trace(st: Stack, trace_id: str) -> dict[str, Any] | None:
+    r = httpx.get(st.url(env.OBS_TEMPO_HTTP_PORT, f"/api/traces/{trace_id}"), timeout=5)
+    return r.json() if r.status_code == 200 else None
+
+
+def span_names(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for batch in doc["batches"]:
+        for ss in batch.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                attrs = {}
+                for kv in span.get("attributes", []):
+                    (kind, value), *_ = kv["value"].items()
+                    attrs[kv["key"]] = int(value) if kind == "intValue" else value
+                out[span["name"]] = attrs
+    return out
+
+
+def contract_attributes(provider: str, model: str) -> dict[str, Any]:
+    return {
+        contract.LLM_PROVIDER: provider,
+        contract.LLM_MODEL: model,
+        contract.LLM_REQUEST_TYPE: contract.REQUEST_TYPE_CHAT,
+        contract.LLM_TOKENS_PROMPT: TOKENS[contract.PROMPT_TOKENS],
+        contract.LLM_TOKENS_COMPLETION: TOKENS[contract.COMPLETION_TOKENS],
+        contract.LLM_TOKENS_TOTAL: TOKENS[contract.TOTAL_TOKENS],
+        contract.GEN_AI_SYSTEM: provider,
+        contract.GEN_AI_REQUEST_MODEL: model,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_status_shows_every_embedded_service_ready(stack: Stack) -> None:
+    res = stack.cli("status", "--state-dir", str(stack.state))
+    assert res.returncode == 0, res.stdout + res.stderr
+    for name in EMBEDDED:
+        line = next(ln for ln in res.stdout.splitlines() if ln.strip("│┃ ").startswith(name))
+        assert "running" in line and "ready" in line and "not ready" not in line, line
+    # Everything listens on loopback only, on the ports the OBS_* variables asked for.
+    for var in PORT_VARIABLES:
+        assert not port_is_free(stack.ports[var]), var
+
+
+def test_dashboard_serves_the_provisioned_dashboard(stack: Stack) -> None:
+    assert httpx.get(stack.url(env.OBS_GRAFANA_PORT, "/api/health"), timeout=5).status_code == 200
+    r = httpx.get(stack.url(env.OBS_GRAFANA_PORT, "/d/llm-token-accounting"), timeout=10)
+    assert r.status_code == 200 and "LLM Token Accounting" in r.text
+
+
+def test_up_again_is_a_no_op(stack: Stack) -> None:
+    before = {r.service: r.pid for r in records(Layout(stack.state))}
+    res = stack.cli("up", "--state-dir", str(stack.state))
+    assert res.returncode == 0 and "already running" in res.stdout, res.stdout + res.stderr
+    assert {r.service: r.pid for r in records(Layout(stack.state))} == before
+
+
+def test_grpc_export_from_the_plain_sdk_reaches_tempo(stack: Stack) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import SpanKind
+
+    endpoint = stack.url(env.OBS_OTEL_GRPC_PORT)
+    resource = Resource.create({SERVICE_NAME: SDK_SERVICE})
+    tp = TracerProvider(resource=resource)
+    tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=endpoint, insecure=True), export_interval_millis=3_600_000
+    )
+    mp = MeterProvider(resource=resource, metric_readers=[reader])
+    meter = mp.get_meter("e2e")
+    attrs = contract_attributes(contract.PROVIDER_OPENAI, "gpt-4o")
+    metric_attrs = {k: attrs[k] for k in contract.REQUIRED_METRIC_ATTRIBUTES}
+    tracer = tp.get_tracer("e2e")
+    with tracer.start_as_current_span(contract.SPAN_LLM_COMPLETION, kind=SpanKind.CLIENT, attributes=attrs) as root:
+        with tracer.start_as_current_span(contract.SPAN_LLM_INFERENCE):
+            pass
+        stack.sdk_trace_id = format(root.get_span_context().trace_id, "032x")
+    for spec, value in TOKENS.items():
+        meter.create_counter(spec.instrument, unit=spec.unit, description=spec.description).add(value, metric_attrs)
+    assert mp.force_flush(10_000)
+    tp.shutdown()
+    mp.shutdown()
+
+    doc = wait_for(lambda: tempo_trace(stack, stack.sdk_trace_id), 20)
+    spans = span_names(doc)
+    assert set(spans) == {contract.SPAN_LLM_COMPLETION, contract.SPAN_LLM_INFERENCE}
+    root_attrs = spans[contract.SPAN_LLM_COMPLETION]
+    for key, value in attrs.items():
+        assert root_attrs[key] == value, key
+    for key, value in collector_inserted_attributes().items():  # the collector's processor ran
+        assert root_attrs[key] == value, key
+
+
+def test_demo_workload_runs_against_the_stack(stack: Stack) -> None:
+    res = stack.cli("demo", "--calls", "3", timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "deliberate errors" in res.stdout
+
+
+def test_otlp_http_json_with_hex_ids_reaches_tempo(stack: Stack) -> None:
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    now = time.time_ns()
+    attrs = contract_attributes(contract.PROVIDER_ANTHROPIC, "claude-haiku-4-5")
+
+    def value(v: Any) -> dict[str, Any]:
+        return {"intValue": str(v)} if isinstance(v, int) else {"stringValue": v}
+
+    body = {
+        "resourceSpans": [{
+            "resource": {"attributes": [{"key": SERVICE_NAME, "value": {"stringValue": JSON_SERVICE}}]},
+            "scopeSpans": [{
+                "scope": {"name": "e2e-json"},
+                "spans": [{
+                    "traceId": trace_id, "spanId": span_id, "name": contract.SPAN_LLM_COMPLETION, "kind": 3,
+                    "startTimeUnixNano": str(now - 5_000_000), "endTimeUnixNano": str(now),
+                    "attributes": [{"key": k, "value": value(v)} for k, v in attrs.items()],
+                }],
+            }],
+        }]
+    }  # fmt: skip
+    r = httpx.post(stack.url(env.OBS_OTEL_HTTP_PORT, "/v1/traces"), json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    stack.json_trace_id = trace_id
+    doc = wait_for(lambda: tempo_trace(stack, trace_id), 20)
+    spans = span_names(doc)
+    assert spans[contract.SPAN_LLM_COMPLETION][contract.LLM_MODEL] == "claude-haiku-4-5"
+    # The ids survived as the hex we sent (Tempo answers base64 in JSON; the protobuf form is exact).
+    proto = httpx.get(
+        stack.url(env.OBS_TEMPO_HTTP_PORT, f"/api/traces/{trace_id}"),
+        headers={"Accept": "application/protobuf"}, timeout=5,
+    )  # fmt: skip
+    assert proto.status_code == 200
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    data = trace_pb2.TracesData.FromString(proto.content)
+    got = [s for rs in data.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert [(s.trace_id.hex(), s.span_id.hex()) for s in got] == [(trace_id, span_id)]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("application/x-protobuf", b"\xff\xff\xff\xff not protobuf", 400),
+        ("application/json", b'{"resourceSpans": [ {"scopeSpans": ', 400),
+        ("application/json", b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', 400),
+        ("text/plain", b"hello", 415),
+    ],
+    ids=["bad-protobuf", "truncated-json", "non-hex-trace-id", "wrong-content-type"],
+)
+def test_bad_otlp_input_is_a_4xx_with_a_message(stack: Stack, content_type: str, body: bytes, status: int) -> None:
+    r = httpx.post(
+        stack.url(env.OBS_OTEL_HTTP_PORT, "/v1/traces"), content=body, headers={"Content-Type": content_type},
+        timeout=10,
+    )  # fmt: skip
+    assert r.status_code == status, r.text
+    assert r.content.strip(), "no message"
+    assert b"Traceback" not in r.content
+
+
+def test_oversized_body_is_refused(stack: Stack) -> None:
+    big = b"\x0a" + b"\x00" * (21 * 1024 * 1024)
+    try:
+        r = httpx.post(
+            stack.url(env.OBS_OTEL_HTTP_PORT, "/v1/traces"), content=big,
+            headers={"Content-Type": "application/x-protobuf"}, timeout=30,
+        )  # fmt: skip
+    except httpx.HTTPError as exc:  # the server may close while we still send; it must still serve after
+        pytest.fail(f"no 413 answer: {exc!r}")
+    assert r.status_code == 413, r.text[:300]
+    assert r.content.strip()
+
+
+def test_invalid_trace_ids_against_tempo(stack: Stack) -> None:
+    r = httpx.get(stack.url(env.OBS_TEMPO_HTTP_PORT, "/api/traces/xyz-not-hex"), timeout=5)
+    assert r.status_code == 400 and "hex" in r.text
+    r = httpx.get(stack.url(env.OBS_TEMPO_HTTP_PORT, f"/api/traces/{secrets.token_hex(16)}"), timeout=5)
+    assert r.status_code == 404 and r.text.strip()
+    r = httpx.get(stack.url(env.OBS_TEMPO_HTTP_PORT, "/api/search"), params={"q": "{ nope"}, timeout=5)
+    assert 400 <= r.status_code < 500 and r.text.strip()
+
+
+def test_services_keep_serving_after_bad_input(stack: Stack) -> None:
+    health = Project(REPO, {}).load_yaml(COLLECTOR_CONFIG)["extensions"]["health_check"].get("path", "/")
+    assert httpx.get(stack.url(env.OBS_OTEL_HEALTH_PORT, health), timeout=5).status_code == 200
+    assert httpx.get(stack.url(env.OBS_TEMPO_HTTP_PORT, "/ready"), timeout=5).status_code == 200
+    assert httpx.get(stack.url(env.OBS_PROMETHEUS_PORT, "/-/ready"), timeout=5).status_code == 200
+    assert tempo_trace(stack, stack.sdk_trace_id) is not None
+
+
+def test_counters_in_prometheus_under_the_contract_names(stack: Stack) -> None:
+    def series() -> dict[str, float] | None:
+        got = {}
+        for spec in TOKENS:
+            result = stack.promql(f'{spec.prometheus_name}{{service_name="{SDK_SERVICE}"}}')
+            if not result:
+                return None
+            got[spec.prometheus_name] = sum(float(s["value"][1]) for s in result)
+        return got
+
+    got = wait_for(series, PROM_WAIT_S, interval=1.0)
+    assert got == {spec.prometheus_name: float(v) for spec, v in TOKENS.items()}
+    labels = stack.promql(f'{contract.PROMPT_TOKENS.prometheus_name}{{service_name="{SDK_SERVICE}"}}')[0]["metric"]
+    assert (
+        labels["llm_model"] == "gpt-4o" and labels["llm_provider"] == "openai" and labels["gen_ai_system"] == "openai"
+    )
+    assert labels["job"] == "otel-collector"  # the scrape job's name from prometheus.yml
+
+    # The demo's services are there too, each under its own service_name.
+    def demo_services() -> set[str] | None:
+        names = {s["metric"]["service_name"] for s in stack.promql(contract.TOTAL_TOKENS.prometheus_name)}
+        return names if set(SERVICES) <= names else None
+
+    wait_for(demo_services, PROM_WAIT_S, interval=1.0)
+    # The relabel rule renamed the exporter's llm_tokens_total: nothing is left under that name.
+    assert stack.promql(f'llm_tokens_total{{service_name="{SDK_SERVICE}"}}') == []
+
+
+def test_span_metrics_in_prometheus(stack: Stack) -> None:
+    expr = f'{contract.SPANMETRICS_CALLS}{{service="{SDK_SERVICE}", span_name="{contract.SPAN_LLM_COMPLETION}"}}'
+    result = wait_for(lambda: stack.promql(expr), PROM_WAIT_S, interval=1.0)
+    assert sum(float(s["value"][1]) for s in result) >= 1
+    assert result[0]["metric"]["llm_model"] == "gpt-4o"
+    buckets = stack.promql(f'{contract.SPANMETRICS_LATENCY_BUCKET}{{service="{SDK_SERVICE}"}}')
+    assert buckets and any(s["metric"].get("le") == "+Inf" for s in buckets)
+
+
+def test_verify_passes(stack: Stack) -> None:
+    junit = stack.cwd / "verify.xml"
+    res = stack.cli("verify", "--junit", str(junit), "--timeout", "60", timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    suite = ET.parse(junit).getroot()
+    assert suite.get("failures") == "0" and suite.get("skipped") == "0"
+    assert int(suite.get("tests") or 0) >= 7
+
+
+def test_down_leaves_nothing_behind(stack: Stack) -> None:
+    layout = Layout(stack.state)
+    recs = records(layout)
+    assert {r.service for r in recs} == EMBEDDED
+    res = stack.cli("down", "--state-dir", str(stack.state))
+    assert res.returncode == 0, res.stdout + res.stderr
+    for r in recs:
+        assert not alive(r.pid), r.service
+        assert group_members(r.pid) == [], r.service
+    assert records(layout) == []
+    bound = json.loads(layout.ports_file.read_text())["binds"]
+    for key, info in bound.items():
+        assert port_is_free(info["port"]), key
+    # State survives for the next `up` (WAL, blocks, Prometheus data, logs).
+    assert (stack.state / "logs").is_dir() and any((stack.state / "volumes").iterdir())
+    res = stack.cli("status", "--state-dir", str(stack.state))
+    assert res.returncode == 3 and "stopped" in res.stdout
+    assert yaml.safe_load((layout.config / SERVICE_TEMPO / "tempo.yaml").read_text())["server"]
+
+
+def test_state_survives_down_and_up(stack: Stack) -> None:
+    """WAL/blocks and Prometheus data live in the state dir: a restarted stack still has them."""
+    res = stack.cli("up", "--state-dir", str(stack.state))
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        doc = tempo_trace(stack, stack.sdk_trace_id)
+        assert doc is not None and contract.SPAN_LLM_COMPLETION in span_names(doc)
+        expr = f'count_over_time({contract.PROMPT_TOKENS.prometheus_name}{{service_name="{SDK_SERVICE}"}}[30m])'
+        assert stack.promql(expr), "Prometheus lost the samples scraped before the restart"
+    finally:
+        res = stack.cli("down", "--state-dir", str(stack.state))
+    assert res.returncode == 0 and records(Layout(stack.state)) == []
+
+
+def test_foreground_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    """`up --foreground` stays attached and takes the whole stack down on SIGTERM."""
+    ports = dict(zip(PORT_VARIABLES, free_ports(len(PORT_VARIABLES)), strict=True))
+    alerting = (env.AMTP_SLACK_WEBHOOK_URL, env.AMTP_ALERT_EMAIL_ADDRESSES)  # off here: one process fewer
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OBS_", "OTEL_")) and k not in alerting}
+    environ.update({k: str(v) for k, v in ports.items()})
+    environ[env.AMTP_OBS_PROJECT_DIR] = str(REPO)
+    environ["COLUMNS"] = "220"
+    state, log = tmp_path / "state", tmp_path / "up.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*CLI, "up", "--foreground", "--state-dir", str(state)],
+            env=environ, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: proc.poll() is not None or "running in the foreground" in log.read_text(), 90)
+        assert proc.poll() is None, log.read_text()
+        recs = records(Layout(state))
+        assert {r.service for r in recs} == EMBEDDED - {ALERTMANAGER} and all(r.matches() for r in recs)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run([*CLI, "down", "--state-dir", str(state)], env=environ, timeout=60, capture_output=True)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "SIGTERM" in text
+    for r in recs:
+        assert not alive(r.pid) and group_members(r.pid) == [], r.service
+    assert all(port_is_free(p) for p in ports.values())

@@ -1,0 +1,98 @@
+"""The verify gate's parts that need no running stack: queries, Tempo JSON, JUnit, a dead stack."""
+
+from __future__ import annotations
+
+import base64
+import io
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import promql_parser
+from rich.console import Console
+
+from amtp_obs import contract
+from amtp_obs.project import Project
+from amtp_obs.verify import Result, panel_queries, run_verify, spans_from_tempo_json, substitute, write_junit
+
+
+def test_substitute_macros_and_variables() -> None:
+    q = 'sum(rate(x{service_name=~"$service_name", s=~"${span_name}", t=~"[[span_name]]"}[$__rate_interval]))'
+    out = substitute(q, ["service_name", "span_name"])
+    assert out == 'sum(rate(x{service_name=~".*", s=~".*", t=~".*"}[1m]))'
+    # A variable that prefixes another is not half-replaced.
+    assert substitute("$span $span_name", ["span", "span_name"]) == ".* .*"
+
+
+def test_every_provisioned_panel_query_parses(project: Project) -> None:
+    queries = panel_queries(project)
+    if not project.dashboards():
+        return
+    assert queries, "dashboards exist but no panel query was found"
+    kinds = {q.kind for q in queries}
+    assert "prometheus" in kinds
+    for q in queries:
+        assert "$" not in q.query, q
+        if q.kind == "prometheus":
+            promql_parser.parse(q.query)  # raises ValueError on a bad substitution
+
+
+def test_spans_from_tempo_json_reads_base64_ids_and_string_ints() -> None:
+    tid, root, child = bytes(range(16)), bytes(range(8)), bytes(range(8, 16))
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    doc = {
+        "batches": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "s"},
+                        "spans": [
+                            {
+                                "traceId": b64(tid),
+                                "spanId": b64(root),
+                                "name": contract.SPAN_LLM_COMPLETION,
+                                "kind": "SPAN_KIND_CLIENT",
+                                "startTimeUnixNano": "1",
+                                "endTimeUnixNano": "2",
+                                "attributes": [{"key": contract.LLM_TOKENS_PROMPT, "value": {"intValue": "128"}}],
+                            },
+                            {
+                                "traceId": b64(tid),
+                                "spanId": b64(child),
+                                "parentSpanId": b64(root),
+                                "name": contract.SPAN_LLM_INFERENCE,
+                                "startTimeUnixNano": "1",
+                                "endTimeUnixNano": "2",
+                            },
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    spans = spans_from_tempo_json(doc)
+    assert [s.name for s in spans] == [contract.SPAN_LLM_COMPLETION, contract.SPAN_LLM_INFERENCE]
+    assert spans[0].trace_id == tid.hex() and spans[1].parent_span_id == root.hex()
+    assert spans[0].attributes[contract.LLM_TOKENS_PROMPT] == 128
+    assert spans[0].resource["service.name"] == "svc"
+    assert spans[0].kind == 3  # SPAN_KIND_CLIENT
+
+
+def test_junit_report(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "verify.xml"
+    write_junit([Result("a", "pass", "ok", 0.1), Result("b", "fail", "boom", 0.2), Result("c", "skip", "-", 0)], path)
+    suite = ET.parse(path).getroot()
+    assert suite.tag == "testsuite" and suite.get("tests") == "3"
+    assert suite.get("failures") == "1" and suite.get("skipped") == "1"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert cases["b"].find("failure").get("message") == "boom"  # type: ignore[union-attr]
+
+
+def test_verify_against_no_stack_fails_fast_and_says_why(project: Project, tmp_path: Path) -> None:
+    out = io.StringIO()
+    code = run_verify(project, junit=tmp_path / "j.xml", timeout=1.0, console=Console(file=out, width=250))
+    text = out.getvalue()
+    assert code == 1
+    assert "FAIL" in text and "ConnectError" in text
+    suite = ET.parse(tmp_path / "j.xml").getroot()
+    assert int(suite.get("failures") or 0) >= 1
