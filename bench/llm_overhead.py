@@ -195,8 +195,7 @@ def setup_raw(client: Any, tp: Any, mp: Any) -> Callable[[], Any]:
     tracer = tp.get_tracer("bench-raw")
     meter = mp.get_meter("bench-raw")
     prompt_c, completion_c, total_c = (
-        meter.create_counter(s.instrument, unit=s.unit, description=s.description)
-        for s in contract.TOKEN_COUNTERS
+        meter.create_counter(s.instrument, unit=s.unit, description=s.description) for s in contract.TOKEN_COUNTERS
     )
     start_attrs = {
         contract.LLM_PROVIDER: contract.PROVIDER_OPENAI,
@@ -382,9 +381,7 @@ def run(contestant: str, iterations: int, repeats: int) -> dict[str, Any]:
     ]
     data = reader.get_metrics_data()
     metric_names = sorted(
-        {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-        if data
-        else set()
+        {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics} if data else set()
     )
 
     warm = max(1, iterations // 5)

@@ -171,8 +171,9 @@ def bench_sdk(opts: Options) -> list[Row]:
     for name in llm_overhead.CONTESTANTS:
         r = results.get(name)
         if r is None:
-            rows.append(Row("sdk", labels[name], verdict="ERROR" if "error" in errors[name] else "SKIP",
-                            detail=errors[name]))
+            rows.append(
+                Row("sdk", labels[name], verdict="ERROR" if "error" in errors[name] else "SKIP", detail=errors[name])
+            )
             continue
         us = r["overhead_ns"] / 1000
         ratio = r["overhead_ns"] / floor_ns if floor_ns else None
@@ -273,8 +274,9 @@ def pipeline(workdir: Path, **collector_kwargs: Any) -> Iterator[tuple[harness.P
     tports = harness.TempoPorts()
     cports = harness.CollectorPorts()
     tempo = harness.tempo_proc(workdir / "tempo", tports)
-    coll = harness.collector_proc(workdir / "collector", cports, f"{harness.LOOPBACK}:{tports.otlp_grpc}",
-                                  **collector_kwargs)
+    coll = harness.collector_proc(
+        workdir / "collector", cports, f"{harness.LOOPBACK}:{tports.otlp_grpc}", **collector_kwargs
+    )
     with harness.running(tempo, coll):
         yield tempo, coll, tports, cports
 
@@ -297,10 +299,24 @@ def bench_ingest(opts: Options) -> list[Row]:
             with RssSampler([tempo, coll]) as rss:
                 procs = [
                     subprocess.Popen(
-                        [str(MAIN_PYTHON), str(BENCH_DIR / "loadgen.py"), "--protocol", protocol, "--target",
-                         target, "--duration", str(duration), "--seed", str(100 + k), "--concurrency",
-                         str(concurrency)],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                        [
+                            str(MAIN_PYTHON),
+                            str(BENCH_DIR / "loadgen.py"),
+                            "--protocol",
+                            protocol,
+                            "--target",
+                            target,
+                            "--duration",
+                            str(duration),
+                            "--seed",
+                            str(100 + k),
+                            "--concurrency",
+                            str(concurrency),
+                        ],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        cwd=ROOT,
                     )
                     for k in range(senders)
                 ]
@@ -345,8 +361,10 @@ def bench_ingest(opts: Options) -> list[Row]:
             "rss_peak_mib": rss.peak,
             "rss_end_mib": rss.last,
             "cpu_s": cpu,
-            "collector": {k: m.get(k.format(noun=noun) + "_total")
-                          for k in (RECEIVER_ACCEPTED, EXPORTER_SENT, EXPORTER_SEND_FAILED)},
+            "collector": {
+                k: m.get(k.format(noun=noun) + "_total")
+                for k in (RECEIVER_ACCEPTED, EXPORTER_SENT, EXPORTER_SEND_FAILED)
+            },
             "senders": outs,
         }
         label = "OTLP/HTTP protobuf" if protocol == "http" else "OTLP/gRPC"
@@ -360,7 +378,9 @@ def bench_ingest(opts: Options) -> list[Row]:
                 verdict=_verdict(e2e_rate >= INGEST_TARGET),
                 detail=(
                     f"{acked:,.0f} acked in {send_elapsed:.1f}s ({accepted_rate:,.0f}/s accepted), drained in "
-                    f"{drain:.1f}s; lost {lost:,} ({lost / acked:.2%} of acked)" if acked else "nothing acked"
+                    f"{drain:.1f}s; lost {lost:,} ({lost / acked:.2%} of acked)"
+                    if acked
+                    else "nothing acked"
                 )
                 + f"; refused {refused} req, errors {errors}; RSS peak collector "
                 f"{rss.peak.get('collector', 0):.0f} MiB, store {rss.peak.get('tempo', 0):.0f} MiB; CPU s "
@@ -390,9 +410,16 @@ def bench_ingest(opts: Options) -> list[Row]:
 
 def _free_obs_ports() -> dict[str, str]:
     names = [
-        env.OBS_OTEL_GRPC_PORT, env.OBS_OTEL_HTTP_PORT, env.OBS_OTEL_METRICS_PORT, env.OBS_OTEL_HEALTH_PORT,
-        env.OBS_OTEL_ZPAGES_PORT, env.OBS_OTEL_PPROF_PORT, env.OBS_TEMPO_HTTP_PORT, env.OBS_TEMPO_GRPC_PORT,
-        env.OBS_PROMETHEUS_PORT, env.OBS_GRAFANA_PORT,
+        env.OBS_OTEL_GRPC_PORT,
+        env.OBS_OTEL_HTTP_PORT,
+        env.OBS_OTEL_METRICS_PORT,
+        env.OBS_OTEL_HEALTH_PORT,
+        env.OBS_OTEL_ZPAGES_PORT,
+        env.OBS_OTEL_PPROF_PORT,
+        env.OBS_TEMPO_HTTP_PORT,
+        env.OBS_TEMPO_GRPC_PORT,
+        env.OBS_PROMETHEUS_PORT,
+        env.OBS_GRAFANA_PORT,
     ]
     return {n: str(harness.free_port()) for n in names}
 
@@ -457,18 +484,24 @@ def bench_verify(opts: Options) -> Row:
     cli = [str(MAIN_PYTHON), "-m", "amtp_obs.cli"]
     state = opts.workdir / "stack-state"
     environ = {**os.environ, **_free_obs_ports(), env.AMTP_OBS_STATE_DIR: str(state)}
-    up = subprocess.run([*cli, "up", "--state-dir", str(state)], capture_output=True, text=True, env=environ,
-                        cwd=ROOT, timeout=180)
+    up = subprocess.run(
+        [*cli, "up", "--state-dir", str(state)], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=180
+    )
     try:
         if up.returncode != 0:
-            return Row("latency", VERIFY_METRIC, verdict="ERROR",
-                       detail=f"amtp-obs up failed: {(up.stderr or up.stdout).strip()[-400:]}")
+            return Row(
+                "latency",
+                VERIFY_METRIC,
+                verdict="ERROR",
+                detail=f"amtp-obs up failed: {(up.stderr or up.stdout).strip()[-400:]}",
+            )
         t0 = time.monotonic()
         ver = subprocess.run([*cli, "verify"], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=300)
         wall = time.monotonic() - t0
     finally:
-        subprocess.run([*cli, "down", "--state-dir", str(state)], capture_output=True, env=environ, cwd=ROOT,
-                       timeout=120)
+        subprocess.run(
+            [*cli, "down", "--state-dir", str(state)], capture_output=True, env=environ, cwd=ROOT, timeout=120
+        )
     ok = ver.returncode == 0
     return Row(
         "latency",
@@ -477,8 +510,12 @@ def bench_verify(opts: Options) -> Row:
         "s",
         target=f"<= {VERIFY_TARGET_S:.0f} s and passing",
         verdict=_verdict(ok and wall <= VERIFY_TARGET_S),
-        detail=("verify passed" if ok else f"verify FAILED (exit {ver.returncode}): "
-                + " | ".join((ver.stdout + ver.stderr).strip().splitlines()[-4:])),
+        detail=(
+            "verify passed"
+            if ok
+            else f"verify FAILED (exit {ver.returncode}): "
+            + " | ".join((ver.stdout + ver.stderr).strip().splitlines()[-4:])
+        ),
         extra={"returncode": ver.returncode},
     )
 
@@ -513,11 +550,28 @@ def bench_store(opts: Options) -> list[Row]:
         t0 = time.monotonic()
         procs = [
             subprocess.Popen(
-                [str(MAIN_PYTHON), str(BENCH_DIR / "loadgen.py"), "--protocol", "grpc", "--target",
-                 f"{harness.LOOPBACK}:{tports.otlp_grpc}", "--unique-requests", str(per[k]), "--seed",
-                 str(seeds[k]), "--batch", str(batch), "--spans-per-trace", str(spans_per_trace),
-                 "--concurrency", str(concurrency)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                [
+                    str(MAIN_PYTHON),
+                    str(BENCH_DIR / "loadgen.py"),
+                    "--protocol",
+                    "grpc",
+                    "--target",
+                    f"{harness.LOOPBACK}:{tports.otlp_grpc}",
+                    "--unique-requests",
+                    str(per[k]),
+                    "--seed",
+                    str(seeds[k]),
+                    "--batch",
+                    str(batch),
+                    "--spans-per-trace",
+                    str(spans_per_trace),
+                    "--concurrency",
+                    str(concurrency),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
             )
             for k in range(senders)
         ]

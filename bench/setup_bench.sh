@@ -23,7 +23,8 @@ BASE_PY="$("$MAIN_PY" -c 'import sys; print(sys._base_executable)' 2>/dev/null |
   -e "$ROOT" \
   openai \
   openlit \
-  opentelemetry-instrumentation-openai
+  opentelemetry-instrumentation-openai \
+  py-spy
 "$VENV/bin/python" -m pip check || echo "warning: pip check reports conflicts (see above)" >&2
 "$VENV/bin/python" - <<'PY'
 from importlib.metadata import version

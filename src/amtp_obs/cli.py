@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from amtp_obs.check import cli as check_cli
+from amtp_obs.dashboard import cli as dashboard_cli
 from amtp_obs.stack import cli as stack_cli
 
 app = typer.Typer(
@@ -15,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (check_cli, stack_cli):
+for module in (check_cli, stack_cli, dashboard_cli):
     module.register(app)
 
 

@@ -29,8 +29,7 @@ SENT = metric_name(EXPORTER_SENT, "spans") + "_total"
 
 def _requests(seed: int, n: int) -> list[bytes]:
     return [
-        harness.build_request(seed + i, 0, SPANS_PER_REQUEST, SPANS_PER_TRACE)[0].SerializeToString()
-        for i in range(n)
+        harness.build_request(seed + i, 0, SPANS_PER_REQUEST, SPANS_PER_TRACE)[0].SerializeToString() for i in range(n)
     ]
 
 
@@ -102,9 +101,9 @@ def test_store_down_past_retry_window_counts_drops(procs: list[harness.Proc], tm
     _send_all(cports.grpc_target, lost)
     n_lost = len(lost) * SPANS_PER_REQUEST
     # batch timeout (1s) + retry window (1.5s) + slack
-    assert harness.wait_until(
-        lambda: harness.scrape(cports.metrics_url).get(SEND_FAILED, 0) >= n_lost, timeout=15
-    ), f"drops not counted: {harness.scrape(cports.metrics_url)}"
+    assert harness.wait_until(lambda: harness.scrape(cports.metrics_url).get(SEND_FAILED, 0) >= n_lost, timeout=15), (
+        f"drops not counted: {harness.scrape(cports.metrics_url)}"
+    )
     assert harness.scrape(cports.metrics_url)[SEND_FAILED] == n_lost
     assert coll.alive()
 
