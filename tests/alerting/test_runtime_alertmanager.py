@@ -239,3 +239,30 @@ def test_a_config_alertmanager_rejects_is_a_clear_error_with_its_log(files: runt
     with pytest.raises(runtime.AlertingRuntimeError, match="did not become ready") as err:
         proc.start(timeout=10)
     assert "nobody" in str(err.value)
+
+
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool is not installed")
+def test_undelivered_mode_keeps_routes_and_drops_every_integration(tmp_path: Path) -> None:
+    """Without Slack/e-mail settings `up` still evaluates and routes alerts, and sends nothing."""
+    project = Project.discover(Path(__file__).parent, environ={})
+    with pytest.raises(runtime.AlertingRuntimeError, match="no addresses"):
+        runtime.prepare(project, tmp_path / "a", variables={})
+    files = runtime.prepare(project, tmp_path / "b", variables={}, deliver=False)
+    receivers = yaml.safe_load(files.alertmanager_config.read_text())["receivers"]
+    assert {r["name"] for r in receivers} == {"slack-llm-alerts", "email-llm-alerts"}
+    assert all(set(r) == {"name"} for r in receivers)
+    routed = subprocess.run(
+        [
+            "amtool",
+            "config",
+            "routes",
+            "test",
+            f"--config.file={files.alertmanager_config}",
+            "--verify.receivers=email-llm-alerts,slack-llm-alerts",
+            "severity=critical",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert routed.returncode == 0, routed.stdout + routed.stderr

@@ -78,13 +78,20 @@ def prepare(
     alerting_file: Path | None = None,
     variables: Mapping[str, str] | None = None,
     for_override: str | None = None,
+    deliver: bool = True,
 ) -> AlertingFiles:
     """Translate alerting.yaml and write ``<state>/alerting/{rules.yml,alertmanager.yml}``.
 
     ``variables`` default to :attr:`Project.variables` (``.env`` overlaid by the environment);
-    ``for_override`` defaults to ``AMTP_OBS_ALERT_FOR`` from those variables.
+    ``for_override`` defaults to ``AMTP_OBS_ALERT_FOR`` from those variables. ``deliver=False``
+    keeps rules, routes and mute timings but gives every receiver no integration: alerts are
+    evaluated, routed and shown, and nothing is sent (for a stack whose Slack/e-mail are unset).
     """
     values = dict(project.variables if variables is None else variables)
+    if not deliver:
+        # Placeholders only satisfy the translation's checks; the integrations are dropped below.
+        values.setdefault(env.AMTP_SLACK_WEBHOOK_URL, "http://127.0.0.1/undelivered")
+        values.setdefault(env.AMTP_ALERT_EMAIL_ADDRESSES, "undelivered@localhost")
     source = alerting_file or project.path(ALERTING_FILE)
     try:
         doc = yaml.safe_load(source.read_text())
@@ -97,6 +104,10 @@ def prepare(
         result = translate(doc or {}, values, for_override=override)
     except TranslationError as exc:
         raise AlertingRuntimeError(f"{source}: {exc}") from None
+    if not deliver:
+        for receiver in result.alertmanager_config.get("receivers", []):
+            for key in [k for k in receiver if k != "name"]:
+                del receiver[key]
     out = state_dir / ALERTING_SUBDIR
     out.mkdir(parents=True, exist_ok=True)
     storage = state_dir / STORAGE_SUBDIR

@@ -298,13 +298,26 @@ def _plan_alerting(
 
     try:
         binary = find_alertmanager()
+    except (AlertingRuntimeError, ProjectError) as exc:
+        prometheus.notes.append(f"alerting not embedded: {exc}")
+        return None
+    try:
         files = prepare(project, layout.root)
     except (AlertingRuntimeError, ProjectError) as exc:
+        needed = (env.AMTP_SLACK_WEBHOOK_URL, env.AMTP_ALERT_EMAIL_ADDRESSES)
+        undelivered = [v for v in needed if not project.variables.get(v)]
+        if not undelivered:
+            prometheus.notes.append(f"alerting not embedded: {exc}")
+            return None
+        try:
+            files = prepare(project, layout.root, deliver=False)
+        except (AlertingRuntimeError, ProjectError) as exc2:
+            prometheus.notes.append(f"alerting not embedded: {exc2}")
+            return None
         prometheus.notes.append(
-            f"alerting not embedded ({exc}); set {env.AMTP_SLACK_WEBHOOK_URL} and "
-            f"{env.AMTP_ALERT_EMAIL_ADDRESSES} (environment or .env) to run it"
+            f"alerts are evaluated and routed but not delivered: set {' and '.join(undelivered)} "
+            "(environment or .env) to send them"
         )
-        return None
     port = resolver.listen(ALERTMANAGER, ALERTMANAGER_CONTAINER_PORT)
     assert prometheus.config_path is not None
     cfg = yaml.safe_load(prometheus.config_path.read_text())
