@@ -31,8 +31,8 @@ from rich.table import Table
 
 from amtp_obs import contract, env
 from amtp_obs.collector.prometheus_naming import normalize_label
+from amtp_obs.otlp import attributes
 from amtp_obs.project import COLLECTOR_CONFIG, VERIFY_SCRIPT, Project, ProjectError
-from amtp_obs.testing.otlp_sink import attributes
 
 TRACE_ID_RE = re.compile(r"[0-9a-f]{32}")
 """The design's extraction: ``grep -oE '[0-9a-f]{32}' | head -n 1``."""

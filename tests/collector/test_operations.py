@@ -21,7 +21,7 @@ from amtp_obs.collector import TELEMETRY, Collector
 from amtp_obs.collector import telemetry as tm
 from amtp_obs.collector.processors import ERR_DATA_REFUSED
 from amtp_obs.collector.telemetry import rss_bytes
-from amtp_obs.testing.otlp_sink import OtlpSink, to_kv
+from amtp_obs.testing.otlp_sink import OtlpSink, to_key_values
 
 PB = {"Content-Type": "application/x-protobuf"}
 
@@ -29,7 +29,7 @@ PB = {"Content-Type": "application/x-protobuf"}
 def spans_request(n: int) -> trace_service_pb2.ExportTraceServiceRequest:
     req = trace_service_pb2.ExportTraceServiceRequest()
     rs = req.resource_spans.add()
-    rs.resource.attributes.extend(to_kv({"service.name": "ops"}))
+    rs.resource.attributes.extend(to_key_values({"service.name": "ops"}))
     ss = rs.scope_spans.add()
     for i in range(n):
         ss.spans.add(name=f"s{i}", trace_id=b"\x01" * 16, span_id=(i + 1).to_bytes(8, "big"))

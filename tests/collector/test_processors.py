@@ -13,12 +13,12 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from amtp_obs.collector.component import ComponentID
 from amtp_obs.collector.processors import ActionConfig, AttributesConfig, AttributesProcessor, compile_action
 from amtp_obs.collector.signals import METRICS, TRACES, Signal
-from amtp_obs.testing.otlp_sink import attributes, to_kv
+from amtp_obs.testing.otlp_sink import attributes, to_key_values
 
 
 def kvs(d: dict[str, Any]) -> Any:
     span = trace_service_pb2.ExportTraceServiceRequest().resource_spans.add().scope_spans.add().spans.add()
-    span.attributes.extend(to_kv(d))
+    span.attributes.extend(to_key_values(d))
     return span.attributes
 
 

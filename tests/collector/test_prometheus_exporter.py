@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from amtp_obs.collector.component import ComponentID
 from amtp_obs.collector.expfmt import format_float
 from amtp_obs.collector.exporter_prometheus import PrometheusExporter, PrometheusExporterConfig
-from amtp_obs.testing.otlp_sink import to_kv
+from amtp_obs.testing.otlp_sink import to_key_values
 
 CUM = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
@@ -27,7 +27,7 @@ def exporter(**cfg: Any) -> PrometheusExporter:
 def request(resource: dict[str, Any], build: Any, *, t: int = 2_000) -> metrics_service_pb2.ExportMetricsServiceRequest:
     req = metrics_service_pb2.ExportMetricsServiceRequest()
     rm = req.resource_metrics.add()
-    rm.resource.attributes.extend(to_kv(resource))
+    rm.resource.attributes.extend(to_key_values(resource))
     build(rm.scope_metrics.add().metrics.add(), t)
     return req
 
@@ -37,7 +37,7 @@ def counter(name: str, value: int, attrs: dict[str, Any], temporality: int = CUM
         m.name, m.unit = name, "{token}"
         m.sum.aggregation_temporality, m.sum.is_monotonic = temporality, monotonic
         dp = m.sum.data_points.add(as_int=value, time_unix_nano=t, start_time_unix_nano=1_000)
-        dp.attributes.extend(to_kv(attrs))
+        dp.attributes.extend(to_key_values(attrs))
 
     return build
 

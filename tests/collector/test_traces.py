@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from amtp_obs import contract
 from amtp_obs.collector import Collector
-from amtp_obs.testing.otlp_sink import OtlpSink, to_kv
+from amtp_obs.testing.otlp_sink import OtlpSink, to_key_values
 
 
 def _expected_actions() -> dict[str, tuple[str, str]]:
@@ -84,7 +84,7 @@ async def test_insert_keeps_an_existing_value(collector: Collector, sink: OtlpSi
 def _request(n: int, trace_id: bytes = bytes(range(16))) -> trace_service_pb2.ExportTraceServiceRequest:
     req = trace_service_pb2.ExportTraceServiceRequest()
     rs = req.resource_spans.add()
-    rs.resource.attributes.extend(to_kv({"service.name": "raw"}))
+    rs.resource.attributes.extend(to_key_values({"service.name": "raw"}))
     ss = rs.scope_spans.add()
     ss.scope.name = "raw"
     for i in range(n):

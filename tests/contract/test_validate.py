@@ -15,7 +15,7 @@ from amtp_obs import contract
 from amtp_obs.contract import validate as v
 from amtp_obs.sdk import configure, force_flush, llm_call
 from amtp_obs.sdk.testing import configure_in_memory
-from amtp_obs.testing.otlp_sink import OtlpSink, to_kv
+from amtp_obs.testing.otlp_sink import OtlpSink, to_key_values
 
 GOOD: dict[str, Any] = {
     contract.LLM_PROVIDER: "openai",
@@ -159,7 +159,7 @@ def _trace_request(attrs: dict[str, Any], kind: int) -> ExportTraceServiceReques
     span = req.resource_spans.add().scope_spans.add().spans.add()
     span.name = contract.SPAN_LLM_COMPLETION
     span.kind = kind  # type: ignore[assignment]
-    span.attributes.extend(to_kv(attrs))
+    span.attributes.extend(to_key_values(attrs))
     return req
 
 
@@ -293,7 +293,7 @@ def _metrics_request(unit: str, monotonic: bool) -> ExportMetricsServiceRequest:
         m.sum.is_monotonic = monotonic
         m.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
         dp = m.sum.data_points.add(as_int=value)
-        dp.attributes.extend(to_kv(METRIC_ATTRS))
+        dp.attributes.extend(to_key_values(METRIC_ATTRS))
     return req
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from amtp_obs import env
 from amtp_obs.check.framework import CheckOutcome, Severity, iter_findings, run_checks
+from amtp_obs.console import make_console
 from amtp_obs.project import COMPOSE_FILE, Project, ProjectError
 
 _STYLE = {"ok": "green", "warnings": "yellow", "failed": "red", "skipped": "dim"}
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
 
         Exit status: 0 clean (warnings allowed unless --strict), 1 problems found, 2 usage error.
         """
-        err = Console(stderr=True)
+        err = make_console(stderr=True)
         try:
             root = _root(project_dir)
         except ProjectError as exc:
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         findings = list(iter_findings(outcomes))
         for f in findings:
             typer.echo(f.render())
-        Console(width=max(100, Console().width)).print(summary_table(outcomes))
+        make_console().print(summary_table(outcomes))
         errors = sum(1 for f in findings if f.severity is Severity.ERROR)
         warns = len(findings) - errors
         typer.echo(f"{errors} error(s), {warns} warning(s)")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Self
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from pydantic import Field, model_validator
 
 from amtp_obs.collector import telemetry as tm
@@ -32,6 +32,7 @@ from amtp_obs.collector.component import (
 )
 from amtp_obs.collector.config import Duration
 from amtp_obs.collector.signals import SIGNALS, Signal
+from amtp_obs.otlp import to_any_value
 
 log = logging.getLogger(__name__)
 
@@ -248,18 +249,6 @@ def _attributes_unsupported(cfg: AttributesConfig) -> list[str]:
     if cfg.exclude is not None:
         out.append("exclude")
     return out
-
-
-def to_any_value(value: Any) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[to_any_value(v) for v in value]))
-    return AnyValue(string_value=str(value))
 
 
 def hash_value(v: AnyValue) -> str:

@@ -204,28 +204,11 @@ VERIFY_PROVIDER: Final = "openai"
 # Validators (amtp_obs.contract.validate), re-exported lazily: importing the names stays cheap.
 # --------------------------------------------------------------------------------------------
 
-_VALIDATE_EXPORTS: Final = frozenset(
-    {
-        "ContractViolationError",
-        "MetricPoint",
-        "Violation",
-        "assert_valid",
-        "points_from_metrics_data",
-        "points_from_otlp",
-        "validate_metric_points",
-        "validate_metrics_data",
-        "validate_metrics_request",
-        "validate_readable_span",
-        "validate_span",
-        "validate_spans",
-        "validate_trace_request",
-    }
-)
-
-
 def __getattr__(name: str) -> object:
-    if name in _VALIDATE_EXPORTS:
-        from amtp_obs.contract import validate
+    if not name.startswith("_") and name != "validate":
+        import importlib
 
-        return getattr(validate, name)
+        validate = importlib.import_module("amtp_obs.contract.validate")
+        if name in validate.__all__:
+            return getattr(validate, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,7 @@ from typing import Any, Final, Protocol
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as _OtlpSpan
 
 from amtp_obs import contract
+from amtp_obs.otlp import attributes
 
 # Violation kinds.
 MISSING_ATTRIBUTE: Final = "missing_attribute"
@@ -192,28 +193,13 @@ def validate_readable_span(span: Any) -> list[Violation]:
     return validate_span(span.name, dict(span.attributes or {}), kind=span.kind)
 
 
-def _any_value(v: Any) -> Any:
-    which = v.WhichOneof("value")
-    if which is None:
-        return None
-    if which == "array_value":
-        return [_any_value(x) for x in v.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: _any_value(kv.value) for kv in v.kvlist_value.values}
-    return getattr(v, which)
-
-
-def _attrs(kvs: Iterable[Any]) -> dict[str, Any]:
-    return {kv.key: _any_value(kv.value) for kv in kvs}
-
-
 def validate_trace_request(request: Any) -> list[Violation]:
     """Violations of every span in an OTLP ExportTraceServiceRequest (protobuf)."""
     out: list[Violation] = []
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
             for s in ss.spans:
-                out.extend(validate_span(s.name, _attrs(s.attributes), kind=int(s.kind)))
+                out.extend(validate_span(s.name, attributes(s.attributes), kind=int(s.kind)))
     return out
 
 
@@ -223,7 +209,7 @@ def validate_spans(spans: Iterable[Any]) -> list[Violation]:
     for s in spans:
         attrs = s.attributes
         if not isinstance(attrs, Mapping):  # protobuf repeated KeyValue
-            attrs = _attrs(attrs)
+            attrs = attributes(attrs)
         kind = s.kind if hasattr(s.kind, "name") else int(s.kind)
         out.extend(validate_span(s.name, attrs, kind=kind))
     return out
@@ -264,7 +250,7 @@ def points_from_otlp(request: Any) -> list[MetricPoint]:
     """Flatten an OTLP ExportMetricsServiceRequest (protobuf) into MetricPoints."""
     out: list[MetricPoint] = []
     for rm in request.resource_metrics:
-        res = _attrs(rm.resource.attributes)
+        res = attributes(rm.resource.attributes)
         for sm in rm.scope_metrics:
             for m in sm.metrics:
                 kind = m.WhichOneof("data") or ""
@@ -280,7 +266,7 @@ def points_from_otlp(request: Any) -> list[MetricPoint]:
                             kind=kind,
                             monotonic=getattr(data, "is_monotonic", None),
                             temporality=getattr(data, "aggregation_temporality", None),
-                            attributes=_attrs(dp.attributes),
+                            attributes=attributes(dp.attributes),
                             resource=res,
                             value=value,
                         )

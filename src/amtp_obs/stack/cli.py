@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from amtp_obs import env
+from amtp_obs.console import make_console
 from amtp_obs.project import COMPOSE_FILE, Project, ProjectError
 from amtp_obs.stack.addresses import PortInUseError
 from amtp_obs.stack.state import Layout, records, state_dir
@@ -34,8 +34,8 @@ from amtp_obs.stack.supervisor import (
     stop_all,
 )
 
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+console = make_console()
+err = make_console(stderr=True)
 
 StateDirOpt = Annotated[
     Path | None,

@@ -17,6 +17,8 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from amtp_obs.otlp import any_value
+
 
 class TraceQLError(ValueError):
     """A query we cannot parse or run; the API answers 400 ``invalid TraceQL query: <message>``."""
@@ -387,19 +389,6 @@ class TraceContext:
     root_name: str | None
     root_service: str | None
     duration: int
-
-
-def any_value(v: Any) -> Any:
-    kind = v.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [any_value(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
-    if kind == "bytes_value":
-        return v.bytes_value.hex()
-    return getattr(v, kind)
 
 
 _MISSING = object()

@@ -17,37 +17,10 @@ import grpc
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from amtp_obs.otlp import any_value, attributes, to_key_values
 
-def any_value(v: AnyValue) -> Any:
-    """Convert an OTLP AnyValue to the Python value it carries."""
-    kind = v.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [any_value(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return attributes(v.kvlist_value.values)
-    return getattr(v, kind)
-
-
-def attributes(kvs: Any) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in kvs}
-
-
-def to_kv(d: dict[str, Any]) -> list[KeyValue]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, bool):
-            out.append(KeyValue(key=k, value=AnyValue(bool_value=v)))
-        elif isinstance(v, int):
-            out.append(KeyValue(key=k, value=AnyValue(int_value=v)))
-        elif isinstance(v, float):
-            out.append(KeyValue(key=k, value=AnyValue(double_value=v)))
-        else:
-            out.append(KeyValue(key=k, value=AnyValue(string_value=str(v))))
-    return out
+__all__ = ["OtlpSink", "ReceivedPoint", "ReceivedSpan", "any_value", "attributes", "to_key_values"]
 
 
 @dataclass
