@@ -47,6 +47,11 @@ class Tally:
             self.statuses[status] = self.statuses.get(status, 0) + 1
 
 
+REFUSAL_BACKOFF_S = 0.1
+"""A refused sender waits this long before its next request, as OTLP clients back off (the SDK's
+exporters start at 1 s); a zero backoff makes the collector spend its CPU parsing refused requests."""
+
+
 def _http_worker(url: str, bodies: list[bytes], stop_at: float, tally: Tally, offset: int) -> None:
     import httpx
 
@@ -64,6 +69,7 @@ def _http_worker(url: str, bodies: list[bytes], stop_at: float, tally: Tally, of
                 tally.add("ok", str(r.status_code))
             elif r.status_code in (429, 502, 503, 504):
                 tally.add("refused", str(r.status_code))
+                time.sleep(REFUSAL_BACKOFF_S)
             else:
                 tally.add("errors", str(r.status_code))
 
@@ -86,6 +92,7 @@ def _grpc_worker(target: str, bodies: list[bytes], stop_at: float, tally: Tally,
                 name = code.name if code is not None else "UNKNOWN"
                 if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
                     tally.add("refused", name)
+                    time.sleep(REFUSAL_BACKOFF_S)
                 else:
                     tally.add("errors", name)
 

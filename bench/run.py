@@ -362,7 +362,7 @@ def bench_ingest(opts: Options) -> list[Row]:
             "rss_end_mib": rss.last,
             "cpu_s": cpu,
             "collector": {
-                k: m.get(k.format(noun=noun) + "_total")
+                k.format(noun=noun): m.get(k.format(noun=noun) + "_total")
                 for k in (RECEIVER_ACCEPTED, EXPORTER_SENT, EXPORTER_SEND_FAILED)
             },
             "senders": outs,

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -31,86 +28,17 @@ from dash_helpers import (
 
 from amtp_obs.dashboard import create_app
 from amtp_obs.project import DASHBOARDS_DIR
+from amtp_obs.testing.browser import CHROMIUM, chromium
+from amtp_obs.testing.browser import parse_panels as parse
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 UID = "llm-token-accounting"
 DASHBOARD_FILE = REPO / DASHBOARDS_DIR / f"{UID}.json"
 ARTIFACTS = REPO / "artifacts"
 
 
-def chromium(url: str, tmp_path: Path, *args: str, budget_ms: int = 3000) -> str:
-    cmd = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        f"--virtual-time-budget={budget_ms}",
-        *args,
-        url,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout
-
-
-class Panels(HTMLParser):
-    """Collects, per rendered panel: title, stat values, chart lines, table links, errors."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.panels: list[dict[str, object]] = []
-        self._field: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        cls = (a.get("class") or "").split()
-        if tag == "section" and "panel" in cls and "row-panel" not in cls:
-            self.panels.append({"title": "", "stats": [], "lines": 0, "links": [], "error": ""})
-        if not self.panels:
-            return
-        cur = self.panels[-1]
-        if "panel-title" in cls:
-            self._field = "title"
-        elif "stat-value" in cls:
-            self._field = "stat"
-        elif "panel-error" in cls:
-            self._field = "error"
-        elif tag == "polyline":
-            cur["lines"] = int(cur["lines"]) + 1  # type: ignore[call-overload]
-        elif tag == "a" and "trace-link" in cls:
-            cur["links"].append(a.get("href"))  # type: ignore[attr-defined]
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("h3", "span", "div"):
-            self._field = None
-
-    def handle_data(self, data: str) -> None:
-        if not self.panels or self._field is None:
-            return
-        cur = self.panels[-1]
-        if self._field == "title":
-            cur["title"] = str(cur["title"]) + data
-        elif self._field == "stat":
-            cur["stats"].append(data)  # type: ignore[attr-defined]
-        elif self._field == "error":
-            cur["error"] = str(cur["error"]) + data
-
-
 def _alerts(base: str) -> list[dict[str, str]]:
     return httpx.get(base + "/api/alerts", timeout=10).json()["rows"]
-
-
-def parse(dom: str) -> dict[str, dict[str, object]]:
-    parser = Panels()
-    parser.feed(dom)
-    return {str(p["title"]): p for p in parser.panels}
 
 
 def test_headless_chromium_shows_all_seven_panels_with_values(

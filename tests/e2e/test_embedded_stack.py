@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,6 +32,7 @@ from amtp_obs import contract, env
 from amtp_obs.demo import SERVICES
 from amtp_obs.project import (
     COLLECTOR_CONFIG,
+    DASHBOARDS_DIR,
     SERVICE_COLLECTOR,
     SERVICE_GRAFANA,
     SERVICE_PROMETHEUS,
@@ -40,6 +42,7 @@ from amtp_obs.project import (
 from amtp_obs.stack.addresses import port_is_free
 from amtp_obs.stack.state import Layout, alive, group_members, records
 from amtp_obs.stack.supervisor import ALERTMANAGER
+from amtp_obs.testing.browser import CHROMIUM, chromium, parse_panels
 
 pytestmark = [
     pytest.mark.e2e,
@@ -60,6 +63,7 @@ PORT_VARIABLES = (
     env.OBS_PROMETHEUS_PORT,
     env.OBS_GRAFANA_PORT,
 )
+ARTIFACTS = REPO / "artifacts"  # gitignored: screenshots for people
 PROM_WAIT_S = 45.0  # Prometheus scrapes every 15 s; Tempo remote-writes span metrics every 15 s
 RUN = secrets.token_hex(4)
 SDK_SERVICE = f"e2e-sdk-{RUN}"
@@ -386,6 +390,36 @@ def test_verify_passes(stack: Stack) -> None:
     suite = ET.parse(junit).getroot()
     assert suite.get("failures") == "0" and suite.get("skipped") == "0"
     assert int(suite.get("tests") or 0) >= 7
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_dashboard_in_headless_chromium_after_the_demo(stack: Stack) -> None:
+    """The embedded Grafana stand-in shows all seven provisioned panels with values, as a browser sees it."""
+    source = json.loads((REPO / DASHBOARDS_DIR / "llm-token-accounting.json").read_text())
+    titles = [p["title"] for p in source["panels"]]
+    url = stack.url(env.OBS_GRAFANA_PORT, f"/d/{source['uid']}")
+    number = re.compile(r"-?\d+(\.\d+)?( ?[a-zA-Z/%]+)?")
+
+    kinds = {p["title"]: p["type"] for p in source["panels"]}
+
+    def has_value(title: str, panel: dict[str, Any]) -> bool:
+        if kinds[title] == "stat":
+            return bool(panel["stats"]) and all(number.fullmatch(str(v).strip()) for v in panel["stats"])
+        if kinds[title] == "timeseries":
+            return bool(panel["lines"])
+        return bool(panel["links"])  # the trace-search table: rows linking to the trace view
+
+    def panels_with_values() -> dict[str, dict[str, Any]] | None:
+        panels = parse_panels(chromium(url, stack.cwd, "--dump-dom", budget_ms=3000))
+        ok = list(panels) == titles and all(has_value(t, p) for t, p in panels.items())
+        return panels if ok else None
+
+    panels = wait_for(panels_with_values, PROM_WAIT_S, interval=2.0)
+    assert not any(p["error"] for p in panels.values())
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "dashboard-embedded.png"
+    chromium(url, stack.cwd, f"--screenshot={shot}", "--window-size=1400,1800", "--hide-scrollbars")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_down_leaves_nothing_behind(stack: Stack) -> None:

@@ -18,6 +18,16 @@ if str(BENCH_DIR) not in sys.path:
 
 import harness  # noqa: E402
 
+# Hypothesis keeps caches in ./.hypothesis by default; keep them with pytest's (gitignored) cache.
+try:
+    from hypothesis import configuration as _hypothesis_configuration
+
+    _hypothesis_configuration.set_hypothesis_home_dir(
+        Path(__file__).resolve().parents[2] / ".pytest_cache" / "hypothesis"
+    )
+except ImportError:  # pragma: no cover - only the fuzz module needs hypothesis
+    pass
+
 
 @pytest.fixture
 def procs() -> Iterator[list[harness.Proc]]:

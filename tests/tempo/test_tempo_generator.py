@@ -173,6 +173,12 @@ def test_span_metrics_reach_prometheus(
     total = prometheus.value(f"{contract.SPANMETRICS_LATENCY_SUM}{{{sel}}}")
     assert total is not None and abs(total - 1.02) < 1e-6
     assert prometheus.value(f"{contract.SPANMETRICS_LATENCY_COUNT}{{{sel}}}") == 2.0
+    # New series start from a 0 sample (as Tempo's registry does), so the very first calls show in
+    # rate()/increase() and the dashboard's P95 and calls/s panels have data after one push.
+    first = prometheus.value(f"increase({calls}[10m])")
+    assert first is not None and first > 0, prometheus.query(f"{calls}[10m]")
+    p95 = prometheus.value(f"histogram_quantile(0.95, sum by (le) (rate({bucket}{{{sel}}}[10m])))")
+    assert p95 is not None and 0.128 < p95 <= 1.024
     size = prometheus.value(f"{contract.SPANMETRICS_SIZE}{{{sel}}}")
     assert size == float(spans[0].ByteSize() + spans[1].ByteSize())
     # A span without the LLM attributes simply lacks those labels.

@@ -108,6 +108,8 @@ class Registry:
         self.counters: dict[str, dict[Labels, list[float]]] = {}  # [value, updated]
         self.gauges: dict[str, dict[Labels, list[float]]] = {}
         self.histograms: dict[str, tuple[list[float], dict[Labels, _Hist]]] = {}
+        self._pushed: set[tuple[str, Labels]] = set()
+        """Counter/histogram series already sent once: only a series' first push gets a zero before it."""
 
     def inc(self, name: str, labels: Labels, by: float = 1.0) -> None:
         fam = self.counters.setdefault(name, {})
@@ -157,31 +159,51 @@ class Registry:
                 del series[k]
 
     def collect(self, external: Labels, now_ms: int) -> list[remote_write.Series]:
-        """Every series as one sample at ``now_ms``; histogram exemplars are handed out once."""
+        """Every series as one sample at ``now_ms``; histogram exemplars are handed out once.
+
+        A counter or histogram series pushed for the first time is preceded by a 0 sample at the end
+        of the previous minute, as Tempo's registry does: Prometheus's ``rate()`` and ``increase()``
+        ignore a series' first value, so without it the first calls would never show in a rate.
+        """
         out: list[remote_write.Series] = []
-        for fams in (self.counters, self.gauges):
-            for name, fam in fams.items():
-                for labels, cell in fam.items():
-                    out.append(remote_write.Series((("__name__", name), *labels, *external), cell[0], now_ms))
+        zero_ms = now_ms - now_ms % 60_000 - 1
+
+        def first_push(name: str, labels: Labels) -> bool:
+            key = (name, labels)
+            if key in self._pushed:
+                return False
+            self._pushed.add(key)
+            return True
+
+        for name, fam in self.gauges.items():
+            for labels, cell in fam.items():
+                out.append(remote_write.Series((("__name__", name), *labels, *external), cell[0], now_ms))
+        for name, fam in self.counters.items():
+            for labels, cell in fam.items():
+                series_labels = (("__name__", name), *labels, *external)
+                if first_push(name, labels):
+                    out.append(remote_write.Series(series_labels, 0.0, zero_ms))
+                out.append(remote_write.Series(series_labels, cell[0], now_ms))
         for base, (bounds, series) in self.histograms.items():
             for labels, h in series.items():
+                first = first_push(base, labels)
                 cumulative = 0
                 for i, le in enumerate([*bounds, float("inf")]):
                     cumulative += h.counts[i]
-                    s = remote_write.Series(
-                        (("__name__", base + "_bucket"), *labels, *external, ("le", format_float(le))),
-                        float(cumulative),
-                        now_ms,
-                    )
+                    bucket_labels = (("__name__", base + "_bucket"), *labels, *external, ("le", format_float(le)))
+                    if first:
+                        out.append(remote_write.Series(bucket_labels, 0.0, zero_ms))
+                    s = remote_write.Series(bucket_labels, float(cumulative), now_ms)
                     ex = h.exemplars.get(i)
                     if ex is not None:
                         s.exemplars.append((((EXEMPLAR_TRACE_ID_LABEL, ex[0]),), ex[1], ex[2]))
                     out.append(s)
                 h.exemplars.clear()
-                out.append(remote_write.Series((("__name__", base + "_sum"), *labels, *external), h.sum, now_ms))
-                out.append(
-                    remote_write.Series((("__name__", base + "_count"), *labels, *external), float(h.count), now_ms)
-                )
+                for suffix, value in (("_sum", h.sum), ("_count", float(h.count))):
+                    series_labels = (("__name__", base + suffix), *labels, *external)
+                    if first:
+                        out.append(remote_write.Series(series_labels, 0.0, zero_ms))
+                    out.append(remote_write.Series(series_labels, value, now_ms))
         return out
 
 
