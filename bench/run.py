@@ -45,6 +45,7 @@ from rich.table import Table  # noqa: E402
 import harness  # noqa: E402
 import llm_overhead  # noqa: E402
 from amtp_obs import env  # noqa: E402
+from amtp_obs.project import PROMETHEUS_CONFIG, Project  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 BENCHMARKS = ("sdk", "ingest", "latency", "store")
@@ -59,6 +60,7 @@ LATENCY_P95_TARGET_S = 1.5
 VERIFY_TARGET_S = 10.0
 LOOKUP_P99_TARGET_MS = 20.0
 VERIFY_METRIC = "`amtp-obs verify` wall time (embedded stack already up)"
+VERIFY_RUNS = 5
 
 
 @dataclass
@@ -409,18 +411,7 @@ def bench_ingest(opts: Options) -> list[Row]:
 
 
 def _free_obs_ports() -> dict[str, str]:
-    names = [
-        env.OBS_OTEL_GRPC_PORT,
-        env.OBS_OTEL_HTTP_PORT,
-        env.OBS_OTEL_METRICS_PORT,
-        env.OBS_OTEL_HEALTH_PORT,
-        env.OBS_OTEL_ZPAGES_PORT,
-        env.OBS_OTEL_PPROF_PORT,
-        env.OBS_TEMPO_HTTP_PORT,
-        env.OBS_TEMPO_GRPC_PORT,
-        env.OBS_PROMETHEUS_PORT,
-        env.OBS_GRAFANA_PORT,
-    ]
+    names = Project(ROOT, {}).port_variables()
     return {n: str(harness.free_port()) for n in names}
 
 
@@ -495,23 +486,38 @@ def bench_verify(opts: Options) -> Row:
                 verdict="ERROR",
                 detail=f"amtp-obs up failed: {(up.stderr or up.stdout).strip()[-400:]}",
             )
-        t0 = time.monotonic()
-        ver = subprocess.run([*cli, "verify"], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=300)
-        wall = time.monotonic() - t0
+        # As `make run` does: a demo workload first, then the gate; several runs, since each waits for
+        # the next 15 s Prometheus scrape and so varies by up to one scrape interval.
+        subprocess.run([*cli, "demo"], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=300)
+        walls: list[float] = []
+        rng = random.Random(7)
+        scrape_s = float(str(Project(ROOT, {}).load_yaml(PROMETHEUS_CONFIG)["global"]["scrape_interval"]).rstrip("s"))
+        for i in range(1 if opts.quick else VERIFY_RUNS):
+            if i:
+                # Back-to-back runs would each start just after a scrape and wait a whole interval:
+                # a random pause samples where in the scrape cycle a user's run starts.
+                time.sleep(rng.uniform(0, scrape_s))
+            t0 = time.monotonic()
+            ver = subprocess.run([*cli, "verify"], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=300)
+            walls.append(time.monotonic() - t0)
+            if ver.returncode != 0:
+                break
     finally:
         subprocess.run(
             [*cli, "down", "--state-dir", str(state)], capture_output=True, env=environ, cwd=ROOT, timeout=120
         )
     ok = ver.returncode == 0
+    wall = statistics.median(walls)
     return Row(
         "latency",
         VERIFY_METRIC,
         wall,
         "s",
+        p95=max(walls),
         target=f"<= {VERIFY_TARGET_S:.0f} s and passing",
         verdict=_verdict(ok and wall <= VERIFY_TARGET_S),
         detail=(
-            "verify passed"
+            f"verify passed {len(walls)}x (p95 column: slowest run)"
             if ok
             else f"verify FAILED (exit {ver.returncode}): "
             + " | ".join((ver.stdout + ver.stderr).strip().splitlines()[-4:])

@@ -46,6 +46,7 @@ def test_ports_defaults_env_and_dotenv(tmp_path: Path) -> None:
     zp = p.port_variable(env.OBS_OTEL_ZPAGES_PORT)
     assert (zp.host_ip, zp.container_port, zp.default) == ("127.0.0.1", 55679, 55679)
     assert p.host_port("amtp-prometheus", 9090) == 19091
+    assert p.port_variables() == [env.OBS_OTEL_GRPC_PORT, env.OBS_OTEL_ZPAGES_PORT, env.OBS_PROMETHEUS_PORT]
     with pytest.raises(ProjectError, match="does not publish container port 1234"):
         p.host_port("amtp-prometheus", 1234)
 
@@ -74,5 +75,4 @@ def test_real_compose_file_publishes_every_obs_variable_in_env_module() -> None:
     if not (project.root / "docker-compose.observability.yml").is_file():
         pytest.skip("compose file not present")
     names = {getattr(env, n) for n in dir(env) if n.startswith("OBS_")}
-    used = {pm.variable for pm in project.all_ports() if pm.variable}
-    assert names == used
+    assert names == set(project.port_variables())

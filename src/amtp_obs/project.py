@@ -220,6 +220,10 @@ class Project:
                 return pm.host_port
         raise ProjectError(f"{COMPOSE_FILE}: service {service} does not publish container port {container_port}")
 
+    def port_variables(self) -> list[str]:
+        """Every OBS_*-style variable that moves a published port, in compose order."""
+        return [pm.variable for pm in self.all_ports() if pm.variable]
+
     def port_variable(self, variable: str) -> PortMapping:
         """The mapping moved by an OBS_* variable."""
         for pm in self.all_ports():

@@ -51,18 +51,7 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "amtp_obs.cli"]
-PORT_VARIABLES = (
-    env.OBS_OTEL_GRPC_PORT,
-    env.OBS_OTEL_HTTP_PORT,
-    env.OBS_OTEL_METRICS_PORT,
-    env.OBS_OTEL_HEALTH_PORT,
-    env.OBS_OTEL_ZPAGES_PORT,
-    env.OBS_OTEL_PPROF_PORT,
-    env.OBS_TEMPO_HTTP_PORT,
-    env.OBS_TEMPO_GRPC_PORT,
-    env.OBS_PROMETHEUS_PORT,
-    env.OBS_GRAFANA_PORT,
-)
+PORT_VARIABLES = tuple(Project(REPO, {}).port_variables())  # every OBS_* port compose publishes
 ARTIFACTS = REPO / "artifacts"  # gitignored: screenshots for people
 PROM_WAIT_S = 45.0  # Prometheus scrapes every 15 s; Tempo remote-writes span metrics every 15 s
 RUN = secrets.token_hex(4)

@@ -7,23 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from amtp_obs import env
 from amtp_obs.project import Project
 
 REPO = Path(__file__).resolve().parents[2]
 
-PORT_VARIABLES = (
-    env.OBS_OTEL_GRPC_PORT,
-    env.OBS_OTEL_HTTP_PORT,
-    env.OBS_OTEL_METRICS_PORT,
-    env.OBS_OTEL_HEALTH_PORT,
-    env.OBS_OTEL_ZPAGES_PORT,
-    env.OBS_OTEL_PPROF_PORT,
-    env.OBS_TEMPO_HTTP_PORT,
-    env.OBS_TEMPO_GRPC_PORT,
-    env.OBS_PROMETHEUS_PORT,
-    env.OBS_GRAFANA_PORT,
-)
+PORT_VARIABLES = tuple(Project(REPO, {}).port_variables())  # every OBS_* port compose publishes
 
 
 def free_ports(n: int) -> list[int]:
