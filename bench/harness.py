@@ -69,10 +69,21 @@ class TempoPorts:
         return f"http://{LOOPBACK}:{self.http}"
 
 
-def tempo_config(root: Path, ports: TempoPorts, *, generator: bool = False) -> dict[str, Any]:
+UNLIMITED_BYTES = 10**12
+"""Ingestion rate/burst for capacity runs: far above anything two cores can push."""
+
+
+def tempo_config(
+    root: Path, ports: TempoPorts, *, generator: bool = False, ingestion_limits: bool = True
+) -> dict[str, Any]:
     """tempo.yaml on free ports with storage under ``root``; the metrics generator off unless asked
-    (it would remote-write to a Prometheus that these scenarios do not run)."""
+    (it would remote-write to a Prometheus that these scenarios do not run). ``ingestion_limits=False``
+    lifts the configured byte rate/burst limits, to measure what the code can do rather than the
+    design's 15 MB/s per-tenant limit."""
     doc = copy.deepcopy(project().load_yaml(TEMPO_CONFIG))
+    if not ingestion_limits:
+        ingestion = doc.setdefault("overrides", {}).setdefault("defaults", {}).setdefault("ingestion", {})
+        ingestion.update(rate_limit_bytes=UNLIMITED_BYTES, burst_size_bytes=UNLIMITED_BYTES)
     doc["server"].update(
         http_listen_port=ports.http,
         grpc_listen_port=ports.grpc,
@@ -269,8 +280,10 @@ class Proc:
         self.popen.wait(10)
 
 
-def tempo_proc(root: Path, ports: TempoPorts, *, generator: bool = False) -> Proc:
-    cfg = write_yaml(root / "tempo.yaml", tempo_config(root, ports, generator=generator))
+def tempo_proc(root: Path, ports: TempoPorts, *, generator: bool = False, ingestion_limits: bool = True) -> Proc:
+    cfg = write_yaml(
+        root / "tempo.yaml", tempo_config(root, ports, generator=generator, ingestion_limits=ingestion_limits)
+    )
     return Proc(
         "tempo",
         [sys.executable, "-m", "amtp_obs.tempo", "--config", str(cfg)],

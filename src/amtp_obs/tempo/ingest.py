@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from google.protobuf.message import DecodeError
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.sdk.resources import SERVICE_NAME
 
 TRACE_ID_BYTES = 16
@@ -34,8 +35,13 @@ def varint(n: int) -> bytes:
 
 
 def field_bytes(tag: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field."""
-    return bytes((tag,)) + varint(len(payload)) + payload
+    """One length-delimited protobuf field (called per span: the usual lengths are inlined)."""
+    n = len(payload)
+    if n < 0x80:
+        return bytes((tag, n)) + payload
+    if n < 0x4000:
+        return bytes((tag, (n & 0x7F) | 0x80, n >> 7)) + payload
+    return bytes((tag,)) + varint(n) + payload
 
 
 class InvalidRequest(ValueError):
@@ -80,19 +86,88 @@ class ParsedExport:
     span_names: set[str] = field(default_factory=set)
 
 
+def _build_views() -> tuple[type[Message], type[Message]]:
+    """Two wire-compatible views of ExportTraceServiceRequest, in a private descriptor pool.
+
+    The raw view gives every span as its original bytes (stored as received, never re-encoded);
+    the span view gives the few span fields the store indexes, with the attributes as serialized
+    KeyValues so that tags are decoded once per distinct KeyValue instead of once per span.
+    """
+    fdp = descriptor_pb2.FileDescriptorProto(name="amtp_obs/tempo/ingest_views.proto", package="amtp_views")
+    fdp.syntax = "proto2"  # the real parse validates UTF-8; these views only slice what it accepted
+    fdesc = descriptor_pb2.FieldDescriptorProto
+    msg_t, bytes_t, str_t, fixed_t = fdesc.TYPE_MESSAGE, fdesc.TYPE_BYTES, fdesc.TYPE_STRING, fdesc.TYPE_FIXED64
+
+    def message(name: str, *fields: tuple[str, int, int, str, bool]) -> None:
+        m = fdp.message_type.add(name=name)
+        for fname, number, ftype, type_name, repeated in fields:
+            f = m.field.add(name=fname, number=number, type=ftype)
+            f.label = fdesc.LABEL_REPEATED if repeated else fdesc.LABEL_OPTIONAL
+            if type_name:
+                f.type_name = f".amtp_views.{type_name}"
+
+    message("RawRequest", ("resource_spans", 1, msg_t, "RawResourceSpans", True))
+    message("RawResourceSpans", ("scope_spans", 2, msg_t, "RawScopeSpans", True))
+    message("RawScopeSpans", ("spans", 2, bytes_t, "", True))
+    message("SpanRequest", ("resource_spans", 1, msg_t, "SpanResourceSpans", True))
+    message("SpanResourceSpans", ("scope_spans", 2, msg_t, "SpanScopeSpans", True))
+    message("SpanScopeSpans", ("spans", 2, msg_t, "SpanView", True))
+    message(
+        "SpanView",
+        ("trace_id", 1, bytes_t, "", False),
+        ("parent_span_id", 4, bytes_t, "", False),
+        ("name", 5, str_t, "", False),
+        ("start_time_unix_nano", 7, fixed_t, "", False),
+        ("end_time_unix_nano", 8, fixed_t, "", False),
+        ("attributes", 9, bytes_t, "", True),
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("amtp_views.RawRequest")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("amtp_views.SpanRequest")),
+    )
+
+
+_RawRequest, _SpanRequest = _build_views()
+
+_TAG_CACHE_MAX = 65536
+_TAG_CACHE_MAX_KV_BYTES = MAX_TAG_VALUE_CHARS + 256
+_tag_cache: dict[bytes, tuple[str, str, str] | None] = {}
+"""Serialized span KeyValue -> (key, type, value) or None; the same pairs repeat in every export."""
+
+
+def _span_tag(raw_kv: bytes) -> tuple[str, str, str] | None:
+    hit = _tag_cache.get(raw_kv, False)
+    if hit is not False:
+        return hit
+    kv = KeyValue.FromString(raw_kv)
+    tv = tag_value(kv.value)
+    out = None if tv is None else (kv.key, *tv)
+    if len(raw_kv) <= _TAG_CACHE_MAX_KV_BYTES:
+        if len(_tag_cache) >= _TAG_CACHE_MAX:
+            _tag_cache.clear()
+        _tag_cache[raw_kv] = out
+    return out
+
+
 def parse_export(raw: bytes, collect_tags: bool = True) -> ParsedExport:
     """Split a serialized ExportTraceServiceRequest into per-trace fragments and summaries."""
     req = ExportTraceServiceRequest()
     try:
         req.ParseFromString(raw)
+        # The same bytes through the views: cannot fail where the real parse succeeded.
+        raw_view = _RawRequest.FromString(raw)
+        span_view = _SpanRequest.FromString(raw)
     except DecodeError as exc:
         raise InvalidRequest(f"cannot decode ExportTraceServiceRequest: {exc}") from None
     tags: set[tuple[str, str, str, str]] = set()
     names: set[str] = set()
+    span_kvs: set[bytes] = set()
     # tid -> [start, end, spans, root_service, root_name, [resource-span fragments]]
     acc: dict[bytes, list] = {}
     total = 0
-    for rs in req.resource_spans:
+    for rs, raw_rs, view_rs in zip(req.resource_spans, raw_view.resource_spans, span_view.resource_spans, strict=True):
         service = ""
         for kv in rs.resource.attributes:
             if kv.key == SERVICE_NAME and kv.value.WhichOneof("value") == "string_value":
@@ -106,14 +181,13 @@ def parse_export(raw: bytes, collect_tags: bool = True) -> ParsedExport:
         )
         rs_suffix = field_bytes(_TAG_SCHEMA_URL, rs.schema_url.encode()) if rs.schema_url else b""
         per_trace_scopes: dict[bytes, list[bytes]] = {}
-        for ss in rs.scope_spans:
+        for ss, raw_ss, view_ss in zip(rs.scope_spans, raw_rs.scope_spans, view_rs.scope_spans, strict=True):
             groups: dict[bytes, list[bytes]] = {}
-            for span in ss.spans:
+            for encoded, span in zip(raw_ss.spans, view_ss.spans, strict=True):
                 tid = span.trace_id
                 if len(tid) != TRACE_ID_BYTES:
                     raise InvalidRequest(f"trace ids must be 128 bit, received {len(tid) * 8} bits")
                 total += 1
-                encoded = span.SerializeToString()
                 grp = groups.get(tid)
                 if grp is None:
                     groups[tid] = [encoded]
@@ -133,10 +207,7 @@ def parse_export(raw: bytes, collect_tags: bool = True) -> ParsedExport:
                     a[3], a[4] = service, span.name
                 if collect_tags:
                     names.add(span.name)
-                    for kv in span.attributes:
-                        tv = tag_value(kv.value)
-                        if tv is not None:
-                            tags.add(("span", kv.key, *tv))
+                    span_kvs.update(span.attributes)
             if not groups:
                 continue
             scope_prefix = (
@@ -144,11 +215,15 @@ def parse_export(raw: bytes, collect_tags: bool = True) -> ParsedExport:
             )
             scope_suffix = field_bytes(_TAG_SCHEMA_URL, ss.schema_url.encode()) if ss.schema_url else b""
             for tid, encoded_spans in groups.items():
-                body = scope_prefix + b"".join(field_bytes(_TAG_SCOPE_SPANS, s) for s in encoded_spans) + scope_suffix
+                body = scope_prefix + b"".join([field_bytes(_TAG_SCOPE_SPANS, s) for s in encoded_spans]) + scope_suffix
                 per_trace_scopes.setdefault(tid, []).append(field_bytes(_TAG_SCOPE_SPANS, body))
         for tid, scopes in per_trace_scopes.items():
             rs_body = res_prefix + b"".join(scopes) + rs_suffix
             acc[tid].append(field_bytes(_TAG_RESOURCE_SPANS, rs_body))
+    for raw_kv in span_kvs:
+        t = _span_tag(raw_kv)
+        if t is not None:
+            tags.add(("span", *t))
     traces: dict[bytes, TraceDelta] = {}
     for tid, a in acc.items():
         traces[tid] = TraceDelta(

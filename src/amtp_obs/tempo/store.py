@@ -296,6 +296,8 @@ class TraceStore:
         self.blocks_dir = Path(blocks_dir)
         self.metrics = metrics or TempoMetrics()
         self.traces: dict[bytes, TraceInfo] = {}
+        self._order: list[bytes] = []
+        """The keys of ``traces`` in insertion order, append-only (searches walk it from threads)."""
         self.blocks: dict[str, Block] = {}
         self.sealed: list[Head] = []
         self.head: Head | None = None
@@ -459,6 +461,7 @@ class TraceStore:
             info = traces.get(tid)
             if info is None:
                 traces[tid] = TraceInfo(d.start_ns, d.end_ns, d.root_service, d.root_name)
+                self._order.append(tid)
                 created += 1
             else:
                 info.merge(d.start_ns, d.end_ns, d.root_service, d.root_name)
@@ -485,6 +488,7 @@ class TraceStore:
             info = traces.get(tid)
             if info is None:
                 info = traces[tid] = TraceInfo(start, end, svc, name)
+                self._order.append(tid)
             else:
                 info.merge(start, end, svc, name)
             info.locations.append((block, off, ln))
@@ -576,6 +580,7 @@ class TraceStore:
             self._graveyard.append(block)
             self.metrics.retention_deleted.inc()
         if doomed:
+            self._order = list(self.traces)  # a new list: a running search keeps walking the old one
             self.metrics.blocklist_length.labels(TENANT).set(len(self.blocks))
         return len(doomed)
 
@@ -606,8 +611,15 @@ class TraceStore:
                 parts.extend(list(hp))
         return b"".join(parts) or None
 
-    def trace_ids_newest_first(self) -> list[bytes]:
-        return list(reversed(list(self.traces)))
+    def trace_ids_newest_first(self) -> Iterator[bytes]:
+        """Trace ids, newest first, without copying them (a search usually stops after a few).
+
+        Walks ``_order`` by index from the end: safe in a worker thread while the loop appends,
+        and retention swaps in a new list rather than changing the one being walked.
+        """
+        order = self._order
+        for i in range(len(order) - 1, -1, -1):
+            yield order[i]
 
     @property
     def stats(self) -> dict[str, int]:
