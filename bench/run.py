@@ -382,7 +382,9 @@ def bench_ingest(opts: Options) -> list[Row]:
                 f"{label}: spans/s collector -> store (end to end)",
                 e2e_rate,
                 "spans/s",
-                target=f">= {INGEST_TARGET:,.0f}" if not limited else "(reported: capped by tempo.yaml ingestion limits)",
+                target=f">= {INGEST_TARGET:,.0f}"
+                if not limited
+                else "(reported: capped by tempo.yaml ingestion limits)",
                 verdict=_verdict(e2e_rate >= INGEST_TARGET) if not limited else "-",
                 detail=(
                     f"{acked:,.0f} acked in {send_elapsed:.1f}s ({accepted_rate:,.0f}/s accepted), drained in "
