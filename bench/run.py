@@ -374,7 +374,7 @@ def bench_ingest(opts: Options) -> list[Row]:
             "senders": outs,
         }
         label = ("OTLP/HTTP protobuf" if protocol == "http" else "OTLP/gRPC") + (
-            "" if limited else " [store limits lifted]"
+            "" if limited else " (store limits lifted)"
         )
         rows.append(
             Row(
