@@ -87,9 +87,7 @@ def _worker_openai(service: str, models: list[str], calls: int, base_url: str) -
                     text = "".join((c.choices[0].delta.content or "") for c in chunks if c.choices)
                     detail = f"streamed {len(text.split())} words"
                 else:
-                    reply = client.chat.completions.create(
-                        model=model, messages=messages, extra_headers=headers
-                    )
+                    reply = client.chat.completions.create(model=model, messages=messages, extra_headers=headers)
                     detail = f"{reply.usage.prompt_tokens}+{reply.usage.completion_tokens} tokens"
                 out.append(CallRecord(service, contract.PROVIDER_OPENAI, model, stream, True, detail, tid))
             except openai.APIStatusError as exc:
@@ -131,9 +129,7 @@ def _worker_anthropic(service: str, models: list[str], calls: int, base_url: str
                     n = sum(1 for e in events if e.type == "content_block_delta")
                     detail = f"streamed {n} deltas"
                 else:
-                    msg = client.messages.create(
-                        model=model, max_tokens=256, messages=messages, extra_headers=headers
-                    )
+                    msg = client.messages.create(model=model, max_tokens=256, messages=messages, extra_headers=headers)
                     detail = f"{msg.usage.input_tokens}+{msg.usage.output_tokens} tokens"
                 out.append(CallRecord(service, contract.PROVIDER_ANTHROPIC, model, stream, True, detail, tid))
             except anthropic.APIStatusError as exc:

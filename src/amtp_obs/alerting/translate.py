@@ -48,9 +48,7 @@ _REDUCERS: Mapping[str, str] = {
     "count": "count_over_time",
 }
 
-_GRAFANA_VAR = re.compile(
-    r"\$(?:(?P<esc>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
-)
+_GRAFANA_VAR = re.compile(r"\$(?:(?P<esc>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<named>[A-Za-z_][A-Za-z0-9_]*))")
 _TEMPLATE_CALL = re.compile(r'\{\{\s*template\s+"(?P<name>[^"]+)"\s+\.\s*\}\}')
 _VALUES_REF = re.compile(r"\$values\.(?P<ref>[A-Za-z0-9_]+)(?:\.Value)?")
 _MATH_REF = re.compile(r"\$\{(?P<braced>[A-Za-z0-9_]+)\}|\$(?P<named>[A-Za-z0-9_]+)")
@@ -112,9 +110,7 @@ def interpolate_document(doc: Mapping[str, Any], variables: Mapping[str, str]) -
             rules = []
             for rule in group.get("rules") or []:
                 if isinstance(rule, dict):
-                    r = {
-                        k: (v if k == "annotations" else _expand_tree(v, variables)) for k, v in rule.items()
-                    }
+                    r = {k: (v if k == "annotations" else _expand_tree(v, variables)) for k, v in rule.items()}
                     rules.append(r)
                 else:
                     rules.append(rule)
@@ -200,8 +196,7 @@ class _RuleBuilder:
             reducer = str(model.get("reducer", ""))
             if model.get("settings", {}).get("mode") not in (None, "", "strict"):
                 self.unsupported.append(
-                    f"{self.where}: reduce {ref} mode {model['settings']['mode']!r} "
-                    "(NaN handling) is not carried"
+                    f"{self.where}: reduce {ref} mode {model['settings']['mode']!r} (NaN handling) is not carried"
                 )
             if reducer not in _REDUCERS:
                 raise TranslationError(f"{self.where}: reduce {ref}: unknown reducer {reducer!r}")
@@ -243,14 +238,10 @@ class _RuleBuilder:
                     f"{self.where}: math {ref} {text!r} is not expressible in PromQL: {exc}"
                 ) from None
             return out
-        raise TranslationError(
-            f"{self.where}: expression {ref}: type {kind!r} cannot be translated to PromQL"
-        )
+        raise TranslationError(f"{self.where}: expression {ref}: type {kind!r} cannot be translated to PromQL")
 
 
-def _translate_annotations(
-    annotations: Mapping[str, Any], where: str, unsupported: list[str]
-) -> dict[str, str]:
+def _translate_annotations(annotations: Mapping[str, Any], where: str, unsupported: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in annotations.items():
         text = str(value)
@@ -261,9 +252,7 @@ def _translate_annotations(
     return out
 
 
-def _translate_rules(
-    doc: Mapping[str, Any], for_override: str | None, unsupported: list[str]
-) -> dict[str, Any]:
+def _translate_rules(doc: Mapping[str, Any], for_override: str | None, unsupported: list[str]) -> dict[str, Any]:
     groups_out: list[dict[str, Any]] = []
     for gi, group in enumerate(doc.get("groups") or []):
         gwhere = f"groups[{gi}]"
@@ -303,8 +292,7 @@ def _translate_rules(
                     expr = f"{expr} or absent({sel})"
             elif no_data == "NoData":
                 unsupported.append(
-                    f"{where}: noDataState NoData (Grafana's DatasourceNoData alert) "
-                    "has no Prometheus equivalent"
+                    f"{where}: noDataState NoData (Grafana's DatasourceNoData alert) has no Prometheus equivalent"
                 )
             elif no_data != "OK":
                 raise TranslationError(f"{where}: unknown noDataState {no_data!r}")
@@ -359,9 +347,7 @@ def _template(text: str, mapping: Mapping[str, str], where: str, unsupported: li
 
     out = _TEMPLATE_CALL.sub(repl, text)
     if bad:
-        unsupported.append(
-            f"{where}: Grafana template(s) {', '.join(bad)} do not exist in Alertmanager; default used"
-        )
+        unsupported.append(f"{where}: Grafana template(s) {', '.join(bad)} do not exist in Alertmanager; default used")
         return None
     return out
 
@@ -418,21 +404,15 @@ def _receiver(cp: Mapping[str, Any], variables: Mapping[str, str], unsupported: 
                 # Grafana: MandatoryStartTLS | OpportunisticStartTLS | NoStartTLS; AM only knows on/off.
                 base["require_tls"] = policy == "MandatoryStartTLS"
                 if policy == "OpportunisticStartTLS":
-                    unsupported.append(
-                        f"{where}: OpportunisticStartTLS has no Alertmanager equivalent (TLS off)"
-                    )
+                    unsupported.append(f"{where}: OpportunisticStartTLS has no Alertmanager equivalent (TLS off)")
             if settings.get("subject"):
                 t = _template(str(settings["subject"]), _EMAIL_TEMPLATES, where, unsupported)
                 if t is not None:
                     base["headers"] = {"Subject": t}
             if settings.get("message"):
-                unsupported.append(
-                    f"{where}: email message text is not carried (Alertmanager's default body is used)"
-                )
+                unsupported.append(f"{where}: email message text is not carried (Alertmanager's default body is used)")
             if not addresses:
-                raise TranslationError(
-                    f"{where}: email contact point has no addresses (Grafana refuses to start)"
-                )
+                raise TranslationError(f"{where}: email contact point has no addresses (Grafana refuses to start)")
             # singleEmail: one mail to everyone; otherwise Grafana mails each address separately.
             targets = [", ".join(addresses)] if settings.get("singleEmail") else addresses
             for to in targets:
@@ -476,9 +456,7 @@ def _route(node: Mapping[str, Any], where: str, unsupported: list[str]) -> dict[
     for key in node:
         if key not in known:
             unsupported.append(f"{where}: policy key {key!r} is not translated")
-    children = [
-        _route(c, f"{where}.routes[{i}]", unsupported) for i, c in enumerate(node.get("routes") or [])
-    ]
+    children = [_route(c, f"{where}.routes[{i}]", unsupported) for i, c in enumerate(node.get("routes") or [])]
     if children:
         out["routes"] = children
     return out
@@ -521,15 +499,11 @@ def for_override_from_env(environ: Mapping[str, str]) -> str | None:
     if not value:
         return None
     if not _DURATION.match(value):
-        raise TranslationError(
-            f"{env.AMTP_OBS_ALERT_FOR}={value!r} is not a Prometheus duration such as 30s or 2m"
-        )
+        raise TranslationError(f"{env.AMTP_OBS_ALERT_FOR}={value!r} is not a Prometheus duration such as 30s or 2m")
     return value
 
 
-def translate(
-    doc: Mapping[str, Any], variables: Mapping[str, str], *, for_override: str | None = None
-) -> Translation:
+def translate(doc: Mapping[str, Any], variables: Mapping[str, str], *, for_override: str | None = None) -> Translation:
     """Translate a Grafana alerting provisioning document (``alerting.yaml`` loaded as a dict).
 
     ``variables`` are what Grafana's environment would hold (``${VAR}`` is expanded, ``$$`` -> ``$``,
@@ -544,9 +518,7 @@ def translate(
     if not isinstance(doc, Mapping):
         raise TranslationError("the alerting document must be a mapping")
     if for_override is not None and not _DURATION.match(for_override):
-        raise TranslationError(
-            f"for_override {for_override!r} is not a Prometheus duration such as 30s or 2m"
-        )
+        raise TranslationError(f"for_override {for_override!r} is not a Prometheus duration such as 30s or 2m")
     for key in ("contactPoints", "muteTimes", "policies", "groups"):
         value = doc.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(x, dict) for x in value)):
@@ -562,7 +534,5 @@ def translate(
         if isinstance(exc, TranslationError):
             raise
         # A value of the wrong shape deep inside (a string where Grafana wants a mapping, ...).
-        raise TranslationError(
-            f"a value has the wrong shape for Grafana alerting provisioning: {exc}"
-        ) from None
+        raise TranslationError(f"a value has the wrong shape for Grafana alerting provisioning: {exc}") from None
     return Translation(prometheus_rules=rules, alertmanager_config=am, unsupported=unsupported)

@@ -100,9 +100,7 @@ def _line_in(ctx: Context, rel: str, needle: str) -> int | None:
 
 
 def _tool_lines(output: str) -> list[str]:
-    return [
-        ln.strip() for ln in output.splitlines() if ln.strip() and not ln.startswith("Warning: --config.file")
-    ]
+    return [ln.strip() for ln in output.splitlines() if ln.strip() and not ln.startswith("Warning: --config.file")]
 
 
 # =============================================================================================
@@ -156,9 +154,7 @@ def prom_queries(ctx: Context) -> tuple[list[promql.Query], list[Finding]]:
     queries: list[promql.Query] = []
     problems: list[Finding] = []
     for rel, doc in dashboards(ctx):
-        variables = {
-            str(v.get("name")) for v in (doc.get("templating") or {}).get("list") or [] if isinstance(v, dict)
-        }
+        variables = {str(v.get("name")) for v in (doc.get("templating") or {}).get("list") or [] if isinstance(v, dict)}
         for q in promql.dashboard_queries(doc, rel, default):
             if q.datasource_uid not in ds or ds[q.datasource_uid][0] != "prometheus":
                 continue
@@ -273,9 +269,7 @@ def dashboard_metrics(ctx: Context) -> Iterator[Finding]:
                 for labels in m.names().values():
                     pool |= labels
             if pool and q.label not in pool:
-                yield error(
-                    f"{q.where}: label_values lists {q.label!r}, a label its series do not have", q.file, line
-                )
+                yield error(f"{q.where}: label_values lists {q.label!r}, a label its series do not have", q.file, line)
     for file, needle, message in m.problems:
         yield error(message, file, _line_in(ctx, file, needle))
 
@@ -356,9 +350,7 @@ def dashboard_promtool(ctx: Context) -> Iterator[Finding]:
         line = _line_in(ctx, q.file, q.line_hint)
         rules = work / f"q{i}.rules.yml"
         rules.write_text(
-            yaml.safe_dump(
-                {"groups": [{"name": f"q{i}", "rules": [{"record": f"check:q{i}", "expr": q.expr}]}]}
-            )
+            yaml.safe_dump({"groups": [{"name": f"q{i}", "rules": [{"record": f"check:q{i}", "expr": q.expr}]}]})
         )
         res = run_tool([tool, "check", "rules", rules.name], cwd=work)
         if res.returncode != 0:
@@ -403,9 +395,7 @@ def dashboard_promtool(ctx: Context) -> Iterator[Finding]:
                     line,
                 )
             else:
-                yield error(
-                    f"{q.where}: promtool test rules failed: {_promtool_failure(res.output)}", q.file, line
-                )
+                yield error(f"{q.where}: promtool test rules failed: {_promtool_failure(res.output)}", q.file, line)
 
 
 def _dump(path: Path, doc: Any) -> Path:
@@ -416,9 +406,7 @@ def _dump(path: Path, doc: Any) -> Path:
 def _parse_duration(text: str) -> int:
     total = 0
     for num, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text):
-        total += (
-            int(num) * {"ms": 0, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}[unit]
-        )
+        total += int(num) * {"ms": 0, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}[unit]
     return total
 
 
@@ -451,9 +439,7 @@ def alert_rules(ctx: Context) -> Iterator[Finding]:
     rules_file = _dump(work / "rules.yml", t.prometheus_rules)
     res = run_tool([tool, "check", "rules", rules_file.name], cwd=work)
     if res.returncode != 0:
-        yield error(
-            f"translated rules rejected by promtool check rules: {_promtool_failure(res.output)}", ALERTING
-        )
+        yield error(f"translated rules rejected by promtool check rules: {_promtool_failure(res.output)}", ALERTING)
         return
     # Behaviour: every rule on `up` fires after `for` while its targets are down (or absent) and
     # stays silent while they are up.
@@ -471,9 +457,7 @@ def alert_rules(ctx: Context) -> Iterator[Finding]:
             if not sels or any(s.name != "up" for s in sels):
                 continue
             line = _line_in(ctx, ALERTING, f"title: {rule['alert']}")
-            matching = [
-                s for s in m.series if s.name == "up" and all(_matches(s.labels, sel) for sel in sels)
-            ]
+            matching = [s for s in m.series if s.name == "up" and all(_matches(s.labels, sel) for sel in sels)]
             if not matching:
                 yield error(
                     f"alert {rule['alert']!r}: its `up` selector matches no scrape job in {PROM}, "
@@ -486,18 +470,13 @@ def alert_rules(ctx: Context) -> Iterator[Finding]:
             late = for_s + 2 * interval
             early = max(interval, for_s - interval) if for_s > interval else None
             fire_labels = [
-                {**{k: v for k, v in s.labels.items() if k != "__name__"}, **rule.get("labels", {})}
-                for s in matching
+                {**{k: v for k, v in s.labels.items() if k != "__name__"}, **rule.get("labels", {})} for s in matching
             ]
             n = late // 15 + 4
             tests = []
 
-            def scenario(
-                value: int, _n: int = n, _matching: list[series.Series] = matching
-            ) -> list[dict[str, str]]:
-                return [
-                    {"series": series.promtool_series(s.labels), "values": f"{value}x{_n}"} for s in _matching
-                ]
+            def scenario(value: int, _n: int = n, _matching: list[series.Series] = matching) -> list[dict[str, str]]:
+                return [{"series": series.promtool_series(s.labels), "values": f"{value}x{_n}"} for s in _matching]
 
             down_tests = [
                 {
@@ -513,9 +492,7 @@ def alert_rules(ctx: Context) -> Iterator[Finding]:
                 {
                     "interval": "15s",
                     "input_series": scenario(1),
-                    "alert_rule_test": [
-                        {"eval_time": f"{late}s", "alertname": rule["alert"], "exp_alerts": []}
-                    ],
+                    "alert_rule_test": [{"eval_time": f"{late}s", "alertname": rule["alert"], "exp_alerts": []}],
                 }
             )
             if "absent(" in rule["expr"]:
@@ -578,9 +555,7 @@ def alert_routing(ctx: Context) -> Iterator[Finding]:
         hint = ""
         if "root route must not have any mute time intervals" in msg:
             hint = " (move mute_time_intervals from the root policy to every child route, NOTES §13)"
-        yield error(
-            f"amtool check-config rejects the translated notification policies: {msg}{hint}", ALERTING
-        )
+        yield error(f"amtool check-config rejects the translated notification policies: {msg}{hint}", ALERTING)
         return
     kinds: dict[str, str] = {}
     for cp in doc.get("contactPoints") or []:
@@ -856,8 +831,7 @@ def ports(ctx: Context) -> Iterator[Finding]:
             for ep in endpoints:
                 if isinstance(ep, str) and ep.split(":")[0] in ("localhost", "127.0.0.1"):
                     yield error(
-                        f"{kind}.{name} listens on {ep}: unreachable through the Docker port mapping; "
-                        "use 0.0.0.0",
+                        f"{kind}.{name} listens on {ep}: unreachable through the Docker port mapping; use 0.0.0.0",
                         COLLECTOR,
                         col.find_line(ep),
                     )
@@ -872,16 +846,13 @@ def ports(ctx: Context) -> Iterator[Finding]:
             )
         elif t.port not in listening[t.host]:
             yield error(
-                f"job {t.job} scrapes {t.address}, but {t.host} listens on "
-                f"{sorted(listening[t.host])} per its config",
+                f"job {t.job} scrapes {t.address}, but {t.host} listens on {sorted(listening[t.host])} per its config",
                 PROM,
                 prom.find_line(t.address),
             )
     # URLs in other configs.
     tempo = ctx.yaml(TEMPO)
-    rws = (
-        (((tempo.data or {}).get("metrics_generator") or {}).get("storage") or {}).get("remote_write")
-    ) or []
+    rws = ((((tempo.data or {}).get("metrics_generator") or {}).get("storage") or {}).get("remote_write")) or []
     for rw in rws:
         yield from _url_target(
             str((rw or {}).get("url", "")), listening, TEMPO, tempo.find_line(str((rw or {}).get("url")))
@@ -899,9 +870,7 @@ def ports(ctx: Context) -> Iterator[Finding]:
                 yield from _url_target(str(ds["url"]), listening, rel, doc.find_line(str(ds["url"])) or line)
 
 
-def _url_target(
-    url: str, listening: Mapping[str, set[int]], file: str, line: int | None
-) -> Iterator[Finding]:
+def _url_target(url: str, listening: Mapping[str, set[int]], file: str, line: int | None) -> Iterator[Finding]:
     parsed = urlparse(url)
     host, port = parsed.hostname, parsed.port
     if host is None:
@@ -910,9 +879,7 @@ def _url_target(
     if host not in listening:
         yield error(f"{url} points at {host!r}, which is not a compose service", file, line)
     elif port is not None and port not in listening[host]:
-        yield error(
-            f"{url} points at {host}:{port}, but {host} listens on {sorted(listening[host])}", file, line
-        )
+        yield error(f"{url} points at {host}:{port}, but {host} listens on {sorted(listening[host])}", file, line)
 
 
 @check("datasource-uids", "datasource UIDs used by panels, variables and alert queries exist")

@@ -51,13 +51,9 @@ def register(app: typer.Typer) -> None:
         ] = False,
         project_dir: Annotated[
             Path | None,
-            typer.Option(
-                "--project-dir", help=f"Checkout to check (default: ${env.AMTP_OBS_PROJECT_DIR} or upwards)."
-            ),
+            typer.Option("--project-dir", help=f"Checkout to check (default: ${env.AMTP_OBS_PROJECT_DIR} or upwards)."),
         ] = None,
-        only: Annotated[
-            list[str] | None, typer.Option("--only", help="Run only this check (repeatable).")
-        ] = None,
+        only: Annotated[list[str] | None, typer.Option("--only", help="Run only this check (repeatable).")] = None,
     ) -> None:
         """Validate compose, collector, Tempo, Prometheus, Grafana and CI files with the real tools.
 

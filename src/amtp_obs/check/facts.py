@@ -28,9 +28,7 @@ def collector_facts(ctx: Context) -> Iterator[Finding]:
     service = col.get("service") or {}
     pipelines = service.get("pipelines") or {}
     if not pipelines:
-        yield error(
-            "service.pipelines is empty: the collector starts nothing", COLLECTOR, doc.line("service")
-        )
+        yield error("service.pipelines is empty: the collector starts nothing", COLLECTOR, doc.line("service"))
     used: set[str] = set()
     for pname, p in pipelines.items():
         p = p or {}
@@ -153,11 +151,7 @@ def tempo_facts(ctx: Context) -> Iterator[Finding]:
             doc.line("metrics_generator", "processor", "span_metrics", "enable_target_info"),
         )
     overrides = t.get("overrides") or {}
-    legacy = [
-        k
-        for k in overrides
-        if k not in ("defaults", "per_tenant_override_config", "per_tenant_override_period")
-    ]
+    legacy = [k for k in overrides if k not in ("defaults", "per_tenant_override_config", "per_tenant_override_period")]
     if legacy:
         yield error(
             f"overrides uses legacy flat keys {', '.join(map(str, legacy))}: use the new "
@@ -256,9 +250,7 @@ def grafana_datasources(ctx: Context) -> Iterator[Finding]:
                     doc.line("datasources", i),
                 )
             elif ds["uid"] in seen:
-                yield error(
-                    f"datasource uid {ds['uid']!r} is provisioned twice", rel, doc.line("datasources", i)
-                )
+                yield error(f"datasource uid {ds['uid']!r} is provisioned twice", rel, doc.line("datasources", i))
             seen.add(str(ds.get("uid")))
             if ds.get("isDefault"):
                 defaults.append((rel, doc.line("datasources", i, "isDefault")))
@@ -298,9 +290,7 @@ def grafana_alerting(ctx: Context) -> Iterator[Finding]:
                 doc.line("policies", pi),
             )
         if not root.get("receiver"):
-            yield error(
-                "the root notification policy needs a default receiver", ALERTING, doc.line("policies", pi)
-            )
+            yield error("the root notification policy needs a default receiver", ALERTING, doc.line("policies", pi))
 
         def walk(node: dict[str, Any], path: list[str | int]) -> Iterator[Finding]:
             rec = node.get("receiver")
@@ -332,8 +322,7 @@ def grafana_alerting(ctx: Context) -> Iterator[Finding]:
                     order = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
                     if a in order and b in order and order.index(a) > order.index(b):
                         yield error(
-                            f"weekday range {day!r} is invalid (start day after end day); write "
-                            f"[{a}, {b}] as a list",
+                            f"weekday range {day!r} is invalid (start day after end day); write [{a}, {b}] as a list",
                             ALERTING,
                             doc.line("muteTimes", mi, "time_intervals", ii, "weekdays"),
                         )
@@ -358,9 +347,9 @@ def grafana_alerting(ctx: Context) -> Iterator[Finding]:
             for qi, q in enumerate(rule.get("data") or []):
                 model = q.get("model") or {}
                 rng = q.get("relativeTimeRange") or {}
-                if q.get("datasourceUid") != alerting.EXPR_DATASOURCE and not int(
-                    rng.get("from", 0) or 0
-                ) > int(rng.get("to", 0) or 0):
+                if q.get("datasourceUid") != alerting.EXPR_DATASOURCE and not int(rng.get("from", 0) or 0) > int(
+                    rng.get("to", 0) or 0
+                ):
                     yield error(
                         f"rule {rule.get('uid')!r} query {q.get('refId')}: relativeTimeRange from must be "
                         "greater than to for a datasource query",

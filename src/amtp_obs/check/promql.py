@@ -27,9 +27,7 @@ MACROS: Mapping[str, str] = {
 
 ALL_VALUE = ".*"
 
-_VAR = re.compile(
-    r"\$\{(?P<braced>\w+)(?::(?P<fmt>[^}]*))?\}|\$(?P<named>\w+)|\[\[(?P<old>\w+)(?::[^\]]*)?\]\]"
-)
+_VAR = re.compile(r"\$\{(?P<braced>\w+)(?::(?P<fmt>[^}]*))?\}|\$(?P<named>\w+)|\[\[(?P<old>\w+)(?::[^\]]*)?\]\]")
 _LABEL_VALUES = re.compile(r"^\s*label_values\s*\((?P<args>.*)\)\s*$", re.S)
 _QUERY_RESULT = re.compile(r"^\s*query_result\s*\((?P<args>.*)\)\s*$", re.S)
 

@@ -432,9 +432,7 @@ def _tempo_series(
     external = {str(k): str(v) for k, v in (registry.get("external_labels") or {}).items()}
     span_cfg = (gen.get("processor") or {}).get("span_metrics") or {}
     dims = [sanitize_tempo_label(str(d)) for d in span_cfg.get("dimensions") or []]
-    target_info = bool(
-        ((overrides.get("processor") or {}).get("span_metrics") or {}).get("enable_target_info")
-    )
+    target_info = bool(((overrides.get("processor") or {}).get("span_metrics") or {}).get("enable_target_info"))
     common = {**external, TEMPO_GEN_INSTANCE: OPEN}
     if target_info:
         common.update({"job": OPEN, "instance": OPEN})
@@ -445,9 +443,7 @@ def _tempo_series(
                 **common,
                 "service": OPEN if is_llm else contract.MCP_SERVICE_NAME,
                 "span_name": span_name,
-                "span_kind": SPAN_KIND_CLIENT
-                if span_name == contract.SPAN_LLM_COMPLETION
-                else SPAN_KIND_INTERNAL,
+                "span_kind": SPAN_KIND_CLIENT if span_name == contract.SPAN_LLM_COMPLETION else SPAN_KIND_INTERNAL,
                 "status_code": STATUS_OK,
             }
             # Tempo drops a dimension whose attribute the span lacks (MCP spans carry no llm.*).
@@ -459,12 +455,8 @@ def _tempo_series(
                     open_labels.add(d)
             origin = "Tempo span metrics (remote write)"
             fo = frozenset(open_labels)
-            model.series.append(
-                Series({"__name__": contract.SPANMETRICS_CALLS, **labels}, "counter", origin, fo)
-            )
-            model.series.append(
-                Series({"__name__": contract.SPANMETRICS_SIZE, **labels}, "counter", origin, fo)
-            )
+            model.series.append(Series({"__name__": contract.SPANMETRICS_CALLS, **labels}, "counter", origin, fo))
+            model.series.append(Series({"__name__": contract.SPANMETRICS_SIZE, **labels}, "counter", origin, fo))
             for i, le in enumerate(TEMPO_BUCKETS):
                 model.series.append(
                     Series(
@@ -474,12 +466,8 @@ def _tempo_series(
                         fo,
                     )
                 )
-            model.series.append(
-                Series({"__name__": contract.SPANMETRICS_LATENCY_SUM, **labels}, "sum", origin, fo)
-            )
-            model.series.append(
-                Series({"__name__": contract.SPANMETRICS_LATENCY_COUNT, **labels}, "count", origin, fo)
-            )
+            model.series.append(Series({"__name__": contract.SPANMETRICS_LATENCY_SUM, **labels}, "sum", origin, fo))
+            model.series.append(Series({"__name__": contract.SPANMETRICS_LATENCY_COUNT, **labels}, "count", origin, fo))
         if target_info:
             ti = {**common, **{normalize_label(a): OPEN for a in SDK_RESOURCE_ATTRIBUTES[1:]}}
             model.series.append(
@@ -521,9 +509,7 @@ def build_model(
     prom_svc = (compose.get("services") or {}).get(proj.SERVICE_PROMETHEUS) or {}
     command = " ".join(str(c) for c in (prom_svc.get("command") or []))
     prom_ports = {prometheus_listen_port(compose)}
-    _tempo_series(
-        model, tempo, proj.SERVICE_PROMETHEUS, prom_ports, "--web.enable-remote-write-receiver" in command
-    )
+    _tempo_series(model, tempo, proj.SERVICE_PROMETHEUS, prom_ports, "--web.enable-remote-write-receiver" in command)
     tempo_port = endpoint_port(f":{((tempo.get('server') or {}).get('http_listen_port', 80))}")
     if any(t.host == proj.SERVICE_TEMPO and t.port == tempo_port for t in targets):
         for prefix in ("tempo_", "tempodb_", "go_", "process_"):

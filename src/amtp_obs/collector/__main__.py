@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: valid", file=sys.stderr)
         return 0
     level = _LEVELS.get(parsed.service.telemetry.logs.level.lower(), logging.INFO)
-    logging.basicConfig(
-        stream=sys.stderr, level=level, format="%(asctime)s\t%(levelname)s\t%(name)s\t%(message)s"
-    )
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s\t%(levelname)s\t%(name)s\t%(message)s")
     try:
         asyncio.run(_run(Collector(parsed)))
     except StartError as exc:

@@ -328,8 +328,7 @@ def parse_config(doc: object) -> tuple[ParsedConfig, list[str]]:
 
                 known = ", ".join(sorted(factories(kind))) or "none"
                 problems.append(
-                    f'{where}: unknown type "{cid.type}" for {kind} '
-                    f"(the embedded collector supports: {known})"
+                    f'{where}: unknown type "{cid.type}" for {kind} (the embedded collector supports: {known})'
                 )
                 continue
             if cfg is not None and not isinstance(cfg, dict):
@@ -344,8 +343,7 @@ def parse_config(doc: object) -> tuple[ParsedConfig, list[str]]:
                 problems.append(f"{where}: {exc}")
                 continue
             problems.extend(
-                f"{where}: {setting}: not supported by the embedded collector"
-                for setting in factory.unsupported(model)
+                f"{where}: {setting}: not supported by the embedded collector" for setting in factory.unsupported(model)
             )
             parsed.components[(kind, str(cid))] = (cid, model)
 
@@ -375,9 +373,7 @@ def _validate_service(parsed: ParsedConfig, doc: dict[str, Any]) -> list[str]:
         if (EXTENSION, ext) not in defined:
             problems.append(f"service::extensions: references extension {ext!r} which is not configured")
     if svc.telemetry.metrics.readers:
-        problems.append(
-            "service::telemetry::metrics::readers: not supported by the embedded collector (use address)"
-        )
+        problems.append("service::telemetry::metrics::readers: not supported by the embedded collector (use address)")
     if not svc.pipelines:
         problems.append("service::pipelines: at least one pipeline is required")
     for pid, pipe in svc.pipelines.items():

@@ -58,10 +58,7 @@ class DebugExporter(Component):
         n_res = len(signal.resources(req))
         if signal is METRICS:
             n_metrics = sum(len(sm.metrics) for rm in req.resource_metrics for sm in rm.scope_metrics)
-            return (
-                f"MetricsExporter #resource metrics: {n_res} #metrics: {n_metrics} "
-                f"#data points: {signal.count(req)}"
-            )
+            return f"MetricsExporter #resource metrics: {n_res} #metrics: {n_metrics} #data points: {signal.count(req)}"
         noun = "spans" if signal is TRACES else "log records"
         return f"{_KIND[signal.name]} #resource {noun}: {n_res} #{noun}: {signal.count(req)}"
 
@@ -99,9 +96,7 @@ class DebugExporter(Component):
             for rl in req.resource_logs:
                 for sl in rl.scope_logs:
                     for r in sl.log_records:
-                        out.append(
-                            f"{r.severity_text} {text_format.MessageToString(r.body, as_one_line=True)}"
-                        )
+                        out.append(f"{r.severity_text} {text_format.MessageToString(r.body, as_one_line=True)}")
         return out
 
 

@@ -97,11 +97,7 @@ def backoff_delays(cfg: RetryConfig, rng: random.Random | None = None) -> Any:
     while True:
         delta = cfg.randomization_factor * interval
         yield interval - delta + rnd.random() * (2 * delta)
-        interval = (
-            min(interval * cfg.multiplier, cfg.max_interval)
-            if cfg.max_interval
-            else interval * cfg.multiplier
-        )
+        interval = min(interval * cfg.multiplier, cfg.max_interval) if cfg.max_interval else interval * cfg.multiplier
 
 
 class OTLPExporter(Component):
@@ -169,9 +165,7 @@ class OTLPExporter(Component):
             self._workers = [asyncio.create_task(self._worker()) for _ in range(q.num_consumers)]
             host.telemetry.set(tm.EXPORTER_QUEUE_CAPACITY, q.queue_size, **labels)
             queue = self._queue
-            host.telemetry.on_collect(
-                lambda: host.telemetry.set(tm.EXPORTER_QUEUE_SIZE, queue.qsize(), **labels)
-            )
+            host.telemetry.on_collect(lambda: host.telemetry.set(tm.EXPORTER_QUEUE_SIZE, queue.qsize(), **labels))
         log.info("%s: exporting to %s (%s)", self.label, target, "tls" if secure else "insecure")
 
     async def consume(self, signal: Signal, req: Any) -> None:
@@ -186,9 +180,7 @@ class OTLPExporter(Component):
             self.host.telemetry.add(
                 tm.metric_name(tm.EXPORTER_ENQUEUE_FAILED, signal.item_noun), n, exporter=str(self.id)
             )
-            log.warning(
-                "%s: dropping data because sending_queue is full (%d %s)", self.label, n, signal.item_noun
-            )
+            log.warning("%s: dropping data because sending_queue is full (%d %s)", self.label, n, signal.item_noun)
             raise ConsumerError("sending_queue is full") from None
 
     async def _worker(self) -> None:
@@ -213,9 +205,7 @@ class OTLPExporter(Component):
         started = time.monotonic()
         while True:
             try:
-                await self._stubs[signal.name](
-                    req, timeout=cfg.timeout or None, metadata=self._metadata or None
-                )
+                await self._stubs[signal.name](req, timeout=cfg.timeout or None, metadata=self._metadata or None)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 reason = f"{code.name}: {exc.details()}"

@@ -61,9 +61,7 @@ class PrometheusExporterConfig(HTTPServerConfig):
     const_labels: dict[str, str] = Field(default_factory=dict)
     send_timestamps: bool = False
     metric_expiration: Duration = 300.0
-    resource_to_telemetry_conversion: ResourceToTelemetryConfig = Field(
-        default_factory=ResourceToTelemetryConfig
-    )
+    resource_to_telemetry_conversion: ResourceToTelemetryConfig = Field(default_factory=ResourceToTelemetryConfig)
     enable_open_metrics: bool = False
     add_metric_suffixes: bool = True
 
@@ -302,9 +300,7 @@ class PrometheusExporter(Component):
                         running += c
                         labels = tuple(sorted((*s.labels, ("le", format_float(bound)))))
                         samples.append((f"{name}_bucket", labels, float(running), ts))
-                    samples.append(
-                        (f"{name}_bucket", tuple(sorted((*s.labels, ("le", "+Inf")))), float(s.count), ts)
-                    )
+                    samples.append((f"{name}_bucket", tuple(sorted((*s.labels, ("le", "+Inf")))), float(s.count), ts))
                     samples.append((f"{name}_sum", s.labels, s.sum, ts))
                     samples.append((f"{name}_count", s.labels, float(s.count), ts))
                 else:

@@ -193,9 +193,7 @@ class ZPages(_HttpExtension):
                 f'<li><a href="{p}">{p}</a></li>'
                 for p in ("/debug/pipelinez", "/debug/extensionz", "/debug/featurez", "/debug/tracez")
             )
-            return _PAGE.format(
-                title="Service", body=_table(["property", "value"], rows) + f"<ul>{links}</ul>"
-            )
+            return _PAGE.format(title="Service", body=_table(["property", "value"], rows) + f"<ul>{links}</ul>")
         if path == "/debug/pipelinez":
             rows = [
                 [
@@ -237,9 +235,7 @@ class ZPages(_HttpExtension):
                 "<p>This collector does not trace itself; these are the per-component counts "
                 "of accepted, refused, sent and failed items since start.</p>"
             )
-            return _PAGE.format(
-                title="Component activity", body=note + _table(["metric", "component", "value"], rows)
-            )
+            return _PAGE.format(title="Component activity", body=note + _table(["metric", "component", "value"], rows))
         return None
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -16,6 +16,7 @@ import uvicorn
 
 from amtp_obs.collector.component import StartError
 from amtp_obs.collector.config import split_endpoint
+from amtp_obs.net import listen_socket
 
 
 class _Server(uvicorn.Server):
@@ -30,19 +31,10 @@ def bind_tcp(endpoint: str, where: str, default_port: int = 0) -> socket.socket:
         host, port = split_endpoint(endpoint, default_port)
     except ValueError as exc:
         raise StartError(f"{where}: {exc}") from None
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # asyncio sets TCP_NODELAY only on sockets it creates; accepted connections inherit it from
-    # the listener on Linux: without it keep-alive responses stall ~40 ms (Nagle + delayed ACK).
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        sock.bind((host, port))
+        return listen_socket(host, port)
     except OSError as exc:
-        sock.close()
         raise StartError(f"{where}: cannot listen on {endpoint}: {exc.strerror or exc}") from None
-    sock.setblocking(False)
-    return sock
 
 
 class HttpServer:

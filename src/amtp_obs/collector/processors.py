@@ -172,13 +172,9 @@ class MemoryLimiter(Processor):
         assert self.host is not None and self.next is not None
         labels = {"processor": str(self.id)}
         if self.refusing:
-            self.host.telemetry.add(
-                tm.metric_name(tm.PROCESSOR_REFUSED, signal.item_noun), signal.count(req), **labels
-            )
+            self.host.telemetry.add(tm.metric_name(tm.PROCESSOR_REFUSED, signal.item_noun), signal.count(req), **labels)
             raise DataRefusedError(ERR_DATA_REFUSED)
-        self.host.telemetry.add(
-            tm.metric_name(tm.PROCESSOR_ACCEPTED, signal.item_noun), signal.count(req), **labels
-        )
+        self.host.telemetry.add(tm.metric_name(tm.PROCESSOR_ACCEPTED, signal.item_noun), signal.count(req), **labels)
         await self.next.consume(signal, req)
 
 
@@ -224,9 +220,7 @@ class ActionConfig(StrictModel):
                 try:
                     re.compile(self.pattern)
                 except re.error as exc:
-                    raise ValueError(
-                        f'error creating AttrProc. Field "pattern" has invalid pattern: {exc}'
-                    ) from None
+                    raise ValueError(f'error creating AttrProc. Field "pattern" has invalid pattern: {exc}') from None
         return self
 
 

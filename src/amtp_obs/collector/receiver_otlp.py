@@ -362,15 +362,12 @@ class OTLPReceiver(Component):
         limit = h.max_request_body_size or DEFAULT_MAX_BODY
         app: Any = _HttpApp(self, limit)
         if h.cors is not None and h.cors.allowed_origins:
-            patterns = [
-                ".*" if o == "*" else re.escape(o).replace(r"\*", ".*") for o in h.cors.allowed_origins
-            ]
+            patterns = [".*" if o == "*" else re.escape(o).replace(r"\*", ".*") for o in h.cors.allowed_origins]
             app = CORSMiddleware(
                 app,
                 allow_origin_regex="^(?:" + "|".join(patterns) + ")$",
                 allow_methods=["POST"],
-                allow_headers=h.cors.allowed_headers
-                or ["Origin", "Accept", "Content-Type", "X-Requested-With"],
+                allow_headers=h.cors.allowed_headers or ["Origin", "Accept", "Content-Type", "X-Requested-With"],
                 allow_credentials=True,
                 max_age=h.cors.max_age or 600,
             )

@@ -79,9 +79,7 @@ class _Counted:
         try:
             await self.exporter.consume(signal, req)
         except Exception:
-            self.telemetry.add(
-                metric_name(EXPORTER_SEND_FAILED, signal.item_noun), n, exporter=str(self.exporter.id)
-            )
+            self.telemetry.add(metric_name(EXPORTER_SEND_FAILED, signal.item_noun), n, exporter=str(self.exporter.id))
             raise
         self.telemetry.add(metric_name(EXPORTER_SENT, signal.item_noun), n, exporter=str(self.exporter.id))
 
@@ -180,9 +178,7 @@ class Collector:
                 if comp.kind == EXPORTER and not comp.counts_sent:
                     for name in comp.signals:
                         for template in (EXPORTER_SENT, EXPORTER_SEND_FAILED):
-                            self.telemetry.add(
-                                metric_name(template, SIGNALS[name].item_noun), 0, exporter=str(comp.id)
-                            )
+                            self.telemetry.add(metric_name(template, SIGNALS[name].item_noun), 0, exporter=str(comp.id))
         except BaseException:
             await self._stop_started()
             raise

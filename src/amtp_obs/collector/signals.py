@@ -45,9 +45,7 @@ class Signal:
                             n += len(getattr(m, kind).data_points)
             return n
         return sum(
-            len(getattr(s, item_field))
-            for r in getattr(req, self.resource_field)
-            for s in getattr(r, scope_field)
+            len(getattr(s, item_field)) for r in getattr(req, self.resource_field) for s in getattr(r, scope_field)
         )
 
     def attribute_lists(self, req: Any) -> Iterator[Any]:

@@ -37,8 +37,7 @@ SERVICE_NAME: Final = "amtp-obs-collector"
 _HELP: dict[str, str] = {
     "otelcol_receiver_accepted": "Number of {noun} successfully pushed into the pipeline.",
     "otelcol_receiver_refused": "Number of {noun} that could not be pushed into the pipeline.",
-    "otelcol_processor_accepted": "Number of {noun} successfully pushed into the next component "
-    "in the pipeline.",
+    "otelcol_processor_accepted": "Number of {noun} successfully pushed into the next component in the pipeline.",
     "otelcol_processor_refused": "Number of {noun} that were rejected by the next component in the pipeline.",
     "otelcol_processor_dropped": "Number of {noun} that were dropped.",
     "otelcol_exporter_sent": "Number of {noun} successfully sent to destination.",

@@ -114,9 +114,7 @@ COMPLETION_TOKENS: Final = CounterSpec(
     "Completion (output) tokens billed by the LLM provider",
     "llm_completion_tokens_total",
 )
-TOTAL_TOKENS: Final = CounterSpec(
-    "total_tokens", TOKEN_UNIT, "Prompt plus completion tokens", "llm_total_tokens_total"
-)
+TOTAL_TOKENS: Final = CounterSpec("total_tokens", TOKEN_UNIT, "Prompt plus completion tokens", "llm_total_tokens_total")
 TOKEN_COUNTERS: Final = (PROMPT_TOKENS, COMPLETION_TOKENS, TOTAL_TOKENS)
 
 REQUIRED_METRIC_ATTRIBUTES: Final = (LLM_MODEL, LLM_PROVIDER, GEN_AI_SYSTEM)
@@ -203,6 +201,7 @@ VERIFY_PROVIDER: Final = "openai"
 # --------------------------------------------------------------------------------------------
 # Validators (amtp_obs.contract.validate), re-exported lazily: importing the names stays cheap.
 # --------------------------------------------------------------------------------------------
+
 
 def __getattr__(name: str) -> object:
     if not name.startswith("_") and name != "validate":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
-import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from amtp_obs import env
+from amtp_obs.net import listen_socket
 from amtp_obs.project import Project, ProjectError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -51,14 +51,9 @@ def serve(
         f"dashboard: http://{host}:{listen_port}/ (Prometheus {prometheus_url or 'from datasources'}, "
         f"Tempo {tempo_url or 'from datasources'}, Alertmanager {alertmanager_url or 'none'})"
     )
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Inherited by accepted connections: no ~40 ms Nagle / delayed-ACK stall per keep-alive response.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        sock.bind((host, listen_port))
+        sock = listen_socket(host, listen_port)
     except OSError as exc:
-        sock.close()
         typer.echo(
             f"error: cannot listen on {host}:{listen_port}: {exc.strerror} (move it with {env.OBS_GRAFANA_PORT})",
             err=True,

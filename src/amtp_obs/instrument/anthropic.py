@@ -35,9 +35,7 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _set_usage(
-    call: LLMCall, input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int
-) -> None:
+def _set_usage(call: LLMCall, input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int) -> None:
     call.set_usage(
         input_tokens + cache_read + cache_creation,
         output_tokens,

@@ -432,9 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m amtp_obs.testing.fake_llm [--port N]``: serve until interrupted (for demos)."""
     import argparse
 
-    parser = argparse.ArgumentParser(
-        description="Fake OpenAI/Anthropic API on 127.0.0.1 (for tests and demos)"
-    )
+    parser = argparse.ArgumentParser(description="Fake OpenAI/Anthropic API on 127.0.0.1 (for tests and demos)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     parser.add_argument("--chunks", type=int, default=5, help="words per reply (default: 5)")
     args = parser.parse_args(argv)
