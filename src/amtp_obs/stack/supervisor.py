@@ -287,7 +287,7 @@ def _dashboards(project: Project) -> list[tuple[str, str]]:
 def _plan_alerting(
     project: Project, layout: Layout, resolver: AddressResolver, prometheus: ServicePlan
 ) -> ServicePlan | None:
-    """Grafana's alert rules on Prometheus + the real Alertmanager, when the alerting variables are set."""
+    """Grafana's alert rules on Prometheus + the real Alertmanager (route-only when Slack/e-mail are unset)."""
     from amtp_obs.alerting.runtime import (
         AlertingRuntimeError,
         add_alerting,
