@@ -289,6 +289,28 @@ def _store_received(tports: harness.TempoPorts) -> float:
     return harness.scrape(f"{tports.api}/metrics").get("tempo_distributor_spans_received_total", 0.0)
 
 
+def run_loadgens(arg_lists: list[list[str]], *, timeout: float) -> list[dict[str, Any]]:
+    """Run one bench/loadgen.py per argument list concurrently; each one's final JSON tally."""
+    procs = [
+        subprocess.Popen(
+            [str(MAIN_PYTHON), str(BENCH_DIR / "loadgen.py"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for args in arg_lists
+    ]
+    outs = []
+    for p in procs:
+        out, errout = p.communicate(timeout=timeout)
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        if p.returncode != 0 or not lines:
+            raise RuntimeError(f"loadgen failed: {errout.strip()[-500:]}")
+        outs.append(json.loads(lines[-1]))
+    return outs
+
+
 def bench_ingest(opts: Options) -> list[Row]:
     from amtp_obs.collector.telemetry import EXPORTER_SEND_FAILED, EXPORTER_SENT, RECEIVER_ACCEPTED
 
@@ -303,36 +325,16 @@ def bench_ingest(opts: Options) -> list[Row]:
             target = cports.http_url if protocol == "http" else cports.grpc_target
             cpu0 = {p.name: p.cpu_seconds() or 0.0 for p in (tempo, coll)}
             with RssSampler([tempo, coll]) as rss:
-                procs = [
-                    subprocess.Popen(
+                outs = run_loadgens(
+                    [
                         [
-                            str(MAIN_PYTHON),
-                            str(BENCH_DIR / "loadgen.py"),
-                            "--protocol",
-                            protocol,
-                            "--target",
-                            target,
-                            "--duration",
-                            str(duration),
-                            "--seed",
-                            str(100 + k),
-                            "--concurrency",
-                            str(concurrency),
-                        ],
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                        cwd=ROOT,
-                    )
-                    for k in range(senders)
-                ]
-                outs = []
-                for p in procs:
-                    out, errout = p.communicate(timeout=duration + 120)
-                    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
-                    if p.returncode != 0 or not lines:
-                        raise RuntimeError(f"loadgen failed: {errout.strip()[-500:]}")
-                    outs.append(json.loads(lines[-1]))
+                            *("--protocol", protocol, "--target", target, "--duration", str(duration)),
+                            *("--seed", str(100 + k), "--concurrency", str(concurrency)),
+                        ]
+                        for k in range(senders)
+                    ],
+                    timeout=duration + 120,
+                )
                 send_elapsed = max(o["elapsed_s"] for o in outs)
                 acked = sum(o["spans_ok"] for o in outs)
                 refused = sum(o["requests_refused"] for o in outs)
@@ -562,40 +564,17 @@ def bench_store(opts: Options) -> list[Row]:
         per = [requests // senders + (1 if k < requests % senders else 0) for k in range(senders)]
         seeds = [500 + k for k in range(senders)]
         t0 = time.monotonic()
-        procs = [
-            subprocess.Popen(
+        outs = run_loadgens(
+            [
                 [
-                    str(MAIN_PYTHON),
-                    str(BENCH_DIR / "loadgen.py"),
-                    "--protocol",
-                    "grpc",
-                    "--target",
-                    f"{harness.LOOPBACK}:{tports.otlp_grpc}",
-                    "--unique-requests",
-                    str(per[k]),
-                    "--seed",
-                    str(seeds[k]),
-                    "--batch",
-                    str(batch),
-                    "--spans-per-trace",
-                    str(spans_per_trace),
-                    "--concurrency",
-                    str(concurrency),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
-            )
-            for k in range(senders)
-        ]
-        outs = []
-        for p in procs:
-            out, errout = p.communicate(timeout=1800)
-            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
-            if p.returncode != 0 or not lines:
-                raise RuntimeError(f"loadgen failed: {errout.strip()[-500:]}")
-            outs.append(json.loads(lines[-1]))
+                    *("--protocol", "grpc", "--target", f"{harness.LOOPBACK}:{tports.otlp_grpc}"),
+                    *("--unique-requests", str(per[k]), "--seed", str(seeds[k]), "--batch", str(batch)),
+                    *("--spans-per-trace", str(spans_per_trace), "--concurrency", str(concurrency)),
+                ]
+                for k in range(senders)
+            ],
+            timeout=1800,
+        )
         ingest_s = time.monotonic() - t0
         stored = _store_received(tports)
         refused = sum(o["requests_refused"] for o in outs)

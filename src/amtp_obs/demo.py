@@ -89,19 +89,10 @@ def _worker_openai(service: str, models: list[str], calls: int, base_url: str) -
                 else:
                     reply = client.chat.completions.create(model=model, messages=messages, extra_headers=headers)
                     detail = f"{reply.usage.prompt_tokens}+{reply.usage.completion_tokens} tokens"
-                out.append(CallRecord(service, contract.PROVIDER_OPENAI, model, stream, True, detail, tid))
+                ok = True
             except openai.APIStatusError as exc:
-                out.append(
-                    CallRecord(
-                        service,
-                        contract.PROVIDER_OPENAI,
-                        model,
-                        stream,
-                        False,
-                        f"HTTP {exc.status_code} (injected)",
-                        tid,
-                    )
-                )
+                ok, detail = False, f"HTTP {exc.status_code} (injected)"
+            out.append(CallRecord(service, contract.PROVIDER_OPENAI, model, stream, ok, detail, tid))
     return out
 
 
@@ -131,19 +122,10 @@ def _worker_anthropic(service: str, models: list[str], calls: int, base_url: str
                 else:
                     msg = client.messages.create(model=model, max_tokens=256, messages=messages, extra_headers=headers)
                     detail = f"{msg.usage.input_tokens}+{msg.usage.output_tokens} tokens"
-                out.append(CallRecord(service, contract.PROVIDER_ANTHROPIC, model, stream, True, detail, tid))
+                ok = True
             except anthropic.APIStatusError as exc:
-                out.append(
-                    CallRecord(
-                        service,
-                        contract.PROVIDER_ANTHROPIC,
-                        model,
-                        stream,
-                        False,
-                        f"HTTP {exc.status_code} (injected)",
-                        tid,
-                    )
-                )
+                ok, detail = False, f"HTTP {exc.status_code} (injected)"
+            out.append(CallRecord(service, contract.PROVIDER_ANTHROPIC, model, stream, ok, detail, tid))
     return out
 
 

@@ -66,7 +66,9 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 # ---------------------------------------------------------------------------------------------
 
 
-class TLSServerSetting(StrictModel):
+class TLSSetting(StrictModel):
+    """configtls.Config: what servers and clients share."""
+
     ca_file: str = ""
     ca_pem: str = ""
     cert_file: str = ""
@@ -77,24 +79,17 @@ class TLSServerSetting(StrictModel):
     max_version: str = ""
     reload_interval: Duration = 0.0
     include_system_ca_certs_pool: bool = False
+
+
+class TLSServerSetting(TLSSetting):
     client_ca_file: str = ""
     client_ca_file_reload: bool = False
 
 
-class TLSClientSetting(StrictModel):
+class TLSClientSetting(TLSSetting):
     insecure: bool = False
     insecure_skip_verify: bool = False
     server_name_override: str = ""
-    ca_file: str = ""
-    ca_pem: str = ""
-    cert_file: str = ""
-    cert_pem: str = ""
-    key_file: str = ""
-    key_pem: str = ""
-    min_version: str = ""
-    max_version: str = ""
-    reload_interval: Duration = 0.0
-    include_system_ca_certs_pool: bool = False
 
 
 class CORSConfig(StrictModel):
