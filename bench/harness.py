@@ -12,7 +12,6 @@ import contextlib
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from prometheus_client.parser import text_string_to_metric_families
 
 from amtp_obs import contract
+from amtp_obs.net import free_port
 from amtp_obs.project import COLLECTOR_CONFIG, TEMPO_CONFIG, Project
 
 LOOPBACK = "127.0.0.1"
@@ -41,12 +41,6 @@ PROCESSOR_MEMORY_LIMITER = "memory_limiter"
 EXPORTER_TEMPO = "otlp/tempo"
 EXPORTER_DEBUG = "debug"
 EXPORTER_PROMETHEUS = "prometheus"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def project() -> Project:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -33,6 +32,7 @@ from starlette.testclient import TestClient
 from amtp_obs import env
 from amtp_obs.alerting import runtime
 from amtp_obs.dashboard import DashboardSettings, create_app
+from amtp_obs.net import free_port
 from amtp_obs.project import ALERTING_FILE, DASHBOARDS_DIR, DATASOURCES_DIR, PROMETHEUS_CONFIG, Project
 
 pytestmark = pytest.mark.skipif(
@@ -44,12 +44,6 @@ REPO = Path(__file__).resolve().parents[2]
 FAST = "1s"
 QUIET_WINDOW = 5.0
 """How long a muted alert must stay undelivered; unmuted ones arrive within about 2 s here."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:

@@ -13,6 +13,7 @@ import yaml
 
 from amtp_obs import env
 from amtp_obs.alerting import runtime
+from amtp_obs.net import free_port
 from amtp_obs.project import ALERTING_FILE, Project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -207,20 +208,12 @@ needs_alertmanager = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @needs_alertmanager
 def test_start_from_project_runs_the_real_alertmanager_on_the_translated_config(tmp_path: Path) -> None:
     import httpx
 
     printed: list[str] = []
-    am = runtime.start_from_project(Project(REPO, VARIABLES), tmp_path, _free_port(), printed.append)
+    am = runtime.start_from_project(Project(REPO, VARIABLES), tmp_path, free_port(), printed.append)
     try:
         status = httpx.get(am.url + "/api/v2/status", timeout=5).json()
         running = yaml.safe_load(status["config"]["original"])
@@ -235,7 +228,7 @@ def test_start_from_project_runs_the_real_alertmanager_on_the_translated_config(
 @needs_alertmanager
 def test_a_config_alertmanager_rejects_is_a_clear_error_with_its_log(files: runtime.AlertingFiles) -> None:
     files.alertmanager_config.write_text("route:\n  receiver: nobody\nreceivers: []\n")
-    proc = runtime.AlertmanagerProcess(files, _free_port(), files.storage_dir / "am.log")
+    proc = runtime.AlertmanagerProcess(files, free_port(), files.storage_dir / "am.log")
     with pytest.raises(runtime.AlertingRuntimeError, match="did not become ready") as err:
         proc.start(timeout=10)
     assert "nobody" in str(err.value)

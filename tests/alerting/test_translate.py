@@ -144,9 +144,7 @@ def test_range_query_reduce_and_math_and_ranges() -> None:
 
 
 def test_untranslatable_rule_is_listed_not_dropped_silently() -> None:
-    rule = base_rule(
-        data=[query("A", "up"), expr_node("C", {"type": "classic_conditions", "conditions": []})]
-    )
+    rule = base_rule(data=[query("A", "up"), expr_node("C", {"type": "classic_conditions", "conditions": []})])
     t = translate(doc_with(rule), VARS)
     assert t.prometheus_rules["groups"][0]["rules"] == []
     assert any("omitted" in u and "classic_conditions" in u for u in t.unsupported)
@@ -280,9 +278,7 @@ def test_real_rule_fires_after_for_with_promtool(tmp_path: Path) -> None:
     (tmp_path / "t.yml").write_text(yaml.safe_dump(test))
     tool = find_tool("promtool")
     assert tool
-    res = subprocess.run(
-        [tool, "test", "rules", "t.yml"], capture_output=True, text=True, timeout=30, cwd=tmp_path
-    )
+    res = subprocess.run([tool, "test", "rules", "t.yml"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from amtp_obs import contract, env
 from amtp_obs.contract.validate import validate_metric_points, validate_spans
+from amtp_obs.net import free_port
 from amtp_obs.testing.otlp_sink import OtlpSink
 
 SCRIPT = Path(__file__).resolve().parents[2] / "apps" / "otel-verify" / "verify_trace.py"
@@ -143,9 +144,7 @@ def test_concurrent_runs_are_told_apart(sink: OtlpSink) -> None:
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def test_no_collector_fails_clearly_and_in_bounded_time() -> None:

@@ -97,8 +97,7 @@ def test_panel_querying_unknown_metric(stack_copy: Path, edit: Callable[[str, st
     edit(DASHBOARD, "sum(llm_prompt_tokens_total{", "sum(llm_prompt_token_total{")
     found = errors(stack_copy, "dashboard-metrics")
     assert any(
-        DASHBOARD in e and 'panel "Total Tokens"' in e and "llm_prompt_token_total, which nothing" in e
-        for e in found
+        DASHBOARD in e and 'panel "Total Tokens"' in e and "llm_prompt_token_total, which nothing" in e for e in found
     ), found
 
 
@@ -115,9 +114,7 @@ def test_mute_timing_on_root_policy(stack_copy: Path, edit: Callable[[str, str, 
         assert any("root route must not have any mute time intervals" in e for e in routed), routed
 
 
-def test_obs_variable_missing_from_env_example(
-    stack_copy: Path, edit: Callable[[str, str, str], None]
-) -> None:
+def test_obs_variable_missing_from_env_example(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
     edit(proj.ENV_EXAMPLE_FILE, "OBS_TEMPO_GRPC_PORT=9095\n", "")
     found = errors(stack_copy, "compose-env")
     assert found and all("OBS_TEMPO_GRPC_PORT" in e for e in found)
@@ -238,9 +235,7 @@ def test_collector_facts(stack_copy: Path, edit: Callable[[str, str, str], None]
     assert any("spike_limit_mib (600) must be below limit_mib (512)" in e for e in found), found
 
 
-def test_tempo_generator_without_storage_path(
-    stack_copy: Path, edit: Callable[[str, str, str], None]
-) -> None:
+def test_tempo_generator_without_storage_path(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
     edit(proj.TEMPO_CONFIG.as_posix(), "path: /var/tempo/generator/wal", "wal_dir: /var/tempo/generator/wal")
     found = errors(stack_copy, "tempo-facts")
     assert any("metrics_generator.storage.path is not set" in e for e in found), found
@@ -261,9 +256,7 @@ def test_compose_schema(stack_copy: Path, edit: Callable[[str, str, str], None])
 
 @pytest.mark.skipif(find_tool("docker-compose") is None, reason="docker-compose not on PATH")
 def test_compose_config(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
-    edit(
-        proj.COMPOSE_FILE, "      amtp-prometheus:\n        condition", "      amtp-prom:\n        condition"
-    )
+    edit(proj.COMPOSE_FILE, "      amtp-prometheus:\n        condition", "      amtp-prom:\n        condition")
     found = errors(stack_copy, "compose-config")
     assert any("amtp-prom" in e and "undefined" in e for e in found), found
 
@@ -287,9 +280,7 @@ def test_shellcheck(stack_copy: Path) -> None:
     script = stack_copy / proj.BOOTSTRAP_SCRIPT
     script.write_text(script.read_text() + "\nrm -rf $UNQUOTED_DIR/cache\n")
     found = errors(stack_copy, "shellcheck")
-    assert any(
-        e.startswith(f"{proj.BOOTSTRAP_SCRIPT.as_posix()}:") and "quote" in e.lower() for e in found
-    ), found
+    assert any(e.startswith(f"{proj.BOOTSTRAP_SCRIPT.as_posix()}:") and "quote" in e.lower() for e in found), found
 
 
 def test_obs_variable_renamed_everywhere_still_caught(stack_copy: Path) -> None:
@@ -315,9 +306,7 @@ def test_invalid_yaml_reports_line(stack_copy: Path, edit: Callable[[str, str, s
     assert found[0].startswith(f"{proj.COLLECTOR_CONFIG.as_posix()}:")
 
 
-def test_embedded_config_models_report_unknown_keys(
-    stack_copy: Path, edit: Callable[[str, str, str], None]
-) -> None:
+def test_embedded_config_models_report_unknown_keys(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
     edit(proj.TEMPO_CONFIG.as_posix(), "  log_level: info\n", "  log_level: info\n  log_levle: debug\n")
     outcomes = run_checks(stack_copy, only=["embedded-models"])
     assert outcomes[0].skipped is None, outcomes[0].skipped  # both embedded config models ship with the package
@@ -330,8 +319,7 @@ def test_contract_names(stack_copy: Path, edit: Callable[[str, str, str], None])
     edit(PROM, "replacement: llm_total_tokens_total", "replacement: llm_total_tokens")
     found = errors(stack_copy, "contract-names")
     assert any(
-        "documented as llm_total_tokens_total, but the pipeline stores it as llm_total_tokens" in e
-        for e in found
+        "documented as llm_total_tokens_total, but the pipeline stores it as llm_total_tokens" in e for e in found
     ), found
     edit(proj.COLLECTOR_CONFIG.as_posix(), "namespace: llm", "namespace: genai")
     assert any("namespace is 'genai'" in e for e in errors(stack_copy, "contract-names"))
@@ -342,9 +330,7 @@ def test_malformed_alerting_file_is_reported_not_crashed(stack_copy: Path) -> No
     outcomes = run_checks(stack_copy, only=["grafana-alerting", "alert-routing", "alert-rules"])
     rendered = [f.render() for f in iter_findings(outcomes)]
     assert rendered and not any("crashed" in r for r in rendered)
-    assert any(r.startswith(f"{ALERTING}:2: error: policies must be a list of mappings") for r in rendered), (
-        rendered
-    )
+    assert any(r.startswith(f"{ALERTING}:2: error: policies must be a list of mappings") for r in rendered), rendered
 
 
 def test_missing_validator_is_skipped_with_reason(tmp_path: Path) -> None:
@@ -382,7 +368,6 @@ def test_config_mounts(stack_copy: Path, edit: Callable[[str, str, str], None]) 
     )
     found = errors(stack_copy, "config-mounts")
     assert any(
-        "tempo reads /etc/tempo/tempo-local.yaml" in e and "expected infra/observability/tempo.yaml" in e
-        for e in found
+        "tempo reads /etc/tempo/tempo-local.yaml" in e and "expected infra/observability/tempo.yaml" in e for e in found
     ), found
     assert any("loads /var/lib/grafana/dashboards, which holds no dashboard JSON" in e for e in found), found

@@ -17,6 +17,7 @@ from collector_support import find_id, project_config, render
 
 from amtp_obs.collector import Collector, ConfigError, validate_config
 from amtp_obs.collector.config import parse_duration
+from amtp_obs.net import free_port
 
 
 def test_project_config_is_valid() -> None:
@@ -174,11 +175,7 @@ def test_cli_validate_project_file() -> None:
 
 
 def test_cli_runs_until_sigterm(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     doc = render(project_config(), "127.0.0.1:1")
     doc["extensions"][find_id(doc, "extensions", "health_check")]["endpoint"] = f"127.0.0.1:{port}"
     path = tmp_path / "config.yaml"

@@ -21,6 +21,7 @@ from amtp_obs.collector import TELEMETRY, Collector
 from amtp_obs.collector import telemetry as tm
 from amtp_obs.collector.processors import ERR_DATA_REFUSED
 from amtp_obs.collector.telemetry import rss_bytes
+from amtp_obs.net import free_port
 from amtp_obs.testing.otlp_sink import OtlpSink, to_key_values
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -41,12 +42,6 @@ async def post_spans(c: Collector, n: int) -> httpx.Response:
         return await client.post(
             c.url("otlp", "http", "/v1/traces"), content=spans_request(n).SerializeToString(), headers=PB
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def otlp_exporter(doc: dict[str, Any]) -> dict[str, Any]:

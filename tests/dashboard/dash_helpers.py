@@ -33,6 +33,7 @@ from amtp_obs import contract, env
 from amtp_obs.alerting import runtime
 from amtp_obs.collector.prometheus_naming import normalize_label
 from amtp_obs.dashboard import DashboardSettings
+from amtp_obs.net import free_port
 from amtp_obs.project import ALERTING_FILE, Project
 
 PROMETHEUS = shutil.which("prometheus")
@@ -50,12 +51,6 @@ CALLS_PER_STEP = 2
 P95_MS = (0.064 + 0.95 * (0.128 - 0.064)) * 1000
 """Every synthetic call lies in the (0.064, 0.128] s bucket: histogram_quantile interpolates linearly."""
 TRACE_ID = "4c04e2687a2d511e2f017aef7079bb0d"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- Prometheus remote-write 1.0 (protobuf prometheus.WriteRequest, snappy block) ------------------

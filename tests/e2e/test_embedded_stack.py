@@ -13,7 +13,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME
 
 from amtp_obs import contract, env
 from amtp_obs.demo import SERVICES
+from amtp_obs.net import free_ports, port_is_free
 from amtp_obs.project import (
     COLLECTOR_CONFIG,
     DASHBOARDS_DIR,
@@ -39,7 +39,6 @@ from amtp_obs.project import (
     SERVICE_TEMPO,
     Project,
 )
-from amtp_obs.stack.addresses import port_is_free
 from amtp_obs.stack.state import Layout, alive, group_members, records
 from amtp_obs.stack.supervisor import ALERTMANAGER
 from amtp_obs.testing.browser import CHROMIUM, chromium, parse_panels
@@ -82,17 +81,6 @@ class Stack:
         r = httpx.get(self.url(env.OBS_PROMETHEUS_PORT, "/api/v1/query"), params={"query": expr}, timeout=5)
         r.raise_for_status()
         return r.json()["data"]["result"]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_for(what: Callable[[], Any], timeout: float, interval: float = 0.25) -> Any:

@@ -45,9 +45,7 @@ class Recorded:
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
                     if metric.name in names:
-                        out[metric.name] = [
-                            (dict(p.attributes), int(p.value)) for p in metric.data.data_points
-                        ]
+                        out[metric.name] = [(dict(p.attributes), int(p.value)) for p in metric.data.data_points]
         return out
 
     def counter_totals(self) -> dict[str, int]:

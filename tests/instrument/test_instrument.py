@@ -171,9 +171,7 @@ async def test_cancelled_async_stream_ends_span_once(
 
 
 # ------------------------------------------------------------------------- vendor helpers
-def test_openai_stream_helper_is_traced_through_create(
-    instrumented: Recorded, openai_sync: openai.OpenAI
-) -> None:
+def test_openai_stream_helper_is_traced_through_create(instrumented: Recorded, openai_sync: openai.OpenAI) -> None:
     with openai_sync.chat.completions.stream(model="gpt-fake-1", messages=MESSAGES) as stream:  # type: ignore[arg-type]
         final = stream.get_final_completion()
     assert final.usage is not None
@@ -231,9 +229,7 @@ def test_anthropic_stream_helper_sync(instrumented: Recorded, anthropic_sync: an
     assert attrs[contract.GEN_AI_REQUEST_STREAM] is True
 
 
-async def test_anthropic_stream_helper_async_closed_early(
-    instrumented: Recorded, server: FakeLLMServer
-) -> None:
+async def test_anthropic_stream_helper_async_closed_early(instrumented: Recorded, server: FakeLLMServer) -> None:
     client = anthropic.AsyncAnthropic(base_url=server.anthropic_base_url, api_key="k", max_retries=0)
     async with (
         client,
@@ -246,9 +242,7 @@ async def test_anthropic_stream_helper_async_closed_early(
     assert span.status.status_code is StatusCode.UNSET
 
 
-def test_anthropic_cache_tokens_count_as_prompt(
-    instrumented: Recorded, anthropic_sync: anthropic.Anthropic
-) -> None:
+def test_anthropic_cache_tokens_count_as_prompt(instrumented: Recorded, anthropic_sync: anthropic.Anthropic) -> None:
     reply = anthropic_sync.messages.create(
         model="claude-fake-1",
         max_tokens=16,
@@ -276,9 +270,7 @@ def test_content_is_captured_when_enabled(
     recorded: Recorded, anthropic_sync: anthropic.Anthropic, openai_sync: openai.OpenAI
 ) -> None:
     sdk.shutdown()
-    sdk.configure(
-        tracer_provider=recorded.tracer_provider, meter_provider=MeterProvider(), capture_content=True
-    )
+    sdk.configure(tracer_provider=recorded.tracer_provider, meter_provider=MeterProvider(), capture_content=True)
     try:
         instrument()
         reply = anthropic_sync.messages.create(model="claude-fake-1", max_tokens=16, messages=MESSAGES)  # type: ignore[arg-type]

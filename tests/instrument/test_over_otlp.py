@@ -38,9 +38,7 @@ def otlp() -> Iterator[tuple[OtlpSink, MeterProvider]]:
     with OtlpSink() as sink:
         resource = Resource.create({"service.name": "instrument-test"})
         tp = TracerProvider(resource=resource)
-        tp.add_span_processor(
-            SimpleSpanProcessor(OTLPSpanExporter(endpoint=sink.grpc_endpoint, insecure=True))
-        )
+        tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=sink.grpc_endpoint, insecure=True)))
         reader = PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=sink.grpc_endpoint, insecure=True), export_interval_millis=600_000
         )
@@ -57,9 +55,7 @@ def otlp() -> Iterator[tuple[OtlpSink, MeterProvider]]:
             mp.shutdown()
 
 
-async def test_openai_async_stream_over_otlp(
-    otlp: tuple[OtlpSink, MeterProvider], server: FakeLLMServer
-) -> None:
+async def test_openai_async_stream_over_otlp(otlp: tuple[OtlpSink, MeterProvider], server: FakeLLMServer) -> None:
     sink, mp = otlp
     async with openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="k", max_retries=0) as client:
         stream = await client.chat.completions.create(
@@ -95,9 +91,7 @@ async def test_openai_async_stream_over_otlp(
         )
 
 
-def test_anthropic_failed_stream_over_otlp(
-    otlp: tuple[OtlpSink, MeterProvider], server: FakeLLMServer
-) -> None:
+def test_anthropic_failed_stream_over_otlp(otlp: tuple[OtlpSink, MeterProvider], server: FakeLLMServer) -> None:
     sink, mp = otlp
     with anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="k", max_retries=0) as client:
         stream = client.messages.create(

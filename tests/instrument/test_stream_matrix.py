@@ -182,9 +182,7 @@ def make_client(server: FakeLLMServer, provider: str, mode: str) -> Any:
     return cls(base_url=server.anthropic_base_url, api_key="test-key", max_retries=0)
 
 
-def _assert_case(
-    recorded: Recorded, provider: str, stream: bool, outcome: str, exc: BaseException | None
-) -> None:
+def _assert_case(recorded: Recorded, provider: str, stream: bool, outcome: str, exc: BaseException | None) -> None:
     span = recorded.one_span()
     attrs = dict(span.attributes or {})
     model = MODELS[provider]

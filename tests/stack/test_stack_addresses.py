@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from amtp_obs import env
+from amtp_obs.net import port_is_free
 from amtp_obs.project import SERVICE_COLLECTOR, SERVICE_PROMETHEUS, SERVICE_TEMPO, Project
-from amtp_obs.stack.addresses import AddressResolver, PortInUseError, port_is_free
+from amtp_obs.stack.addresses import AddressResolver, PortInUseError
 
 
 def test_published_port_follows_its_variable(project: Project, ports: dict[str, int]) -> None:

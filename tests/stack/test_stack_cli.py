@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from amtp_obs import env
+from amtp_obs.net import port_is_free
 from amtp_obs.project import COMPOSE_FILE, TEMPO_CONFIG
-from amtp_obs.stack.addresses import port_is_free
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "amtp_obs.cli"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -36,12 +35,6 @@ def tempo_doc(state: Path, **sections: Any) -> dict[str, Any]:
         else:
             doc[key] = value
     return doc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kv(key: str, value: Any) -> KeyValue:

@@ -15,9 +15,10 @@ import grpc
 import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from tempo_helpers import Exporter, free_port, new_id, request, span, tempo_doc, wait_until
+from tempo_helpers import Exporter, new_id, request, span, tempo_doc, wait_until
 
 from amtp_obs import contract
+from amtp_obs.net import free_port
 from amtp_obs.tempo import TempoApp, remote_write
 from amtp_obs.tempo.config import load_config
 from amtp_obs.tempo.generator import MetricsGenerator, dimension_label, format_float

@@ -7,15 +7,13 @@ chosen once and remembered in the state directory so that restarts keep the same
 
 from __future__ import annotations
 
-import errno
 import json
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amtp_obs.net import LOOPBACK, free_port, port_is_free
 from amtp_obs.project import COMPOSE_FILE, PortMapping, Project
 
-LOOPBACK = "127.0.0.1"
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]", "localhost", "127.0.0.1", "[::1]", "::1"})
 """Hosts that, inside a container's config, mean "this container itself"."""
 
@@ -50,30 +48,6 @@ class Bind:
             f"internal port {self.port} ({self.service}:{self.container_port}) is already in use "
             f"on {LOOPBACK}; run `amtp-obs up` again to choose another"
         )
-
-
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """True when a server could listen on ``host:port`` now (SO_REUSEADDR, as servers bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-    return True
-
-
-def free_port(exclude: set[int] | frozenset[int] = frozenset()) -> int:
-    """A port the kernel considers free on the loopback interface, avoiding ``exclude``."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((LOOPBACK, 0))
-            port = int(s.getsockname()[1])
-        if port not in exclude:
-            return port
-    raise OSError("could not find a free loopback port")
 
 
 @dataclass
