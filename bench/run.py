@@ -45,7 +45,9 @@ from rich.table import Table  # noqa: E402
 import harness  # noqa: E402
 import llm_overhead  # noqa: E402
 from amtp_obs import env  # noqa: E402
-from amtp_obs.project import PROMETHEUS_CONFIG, Project  # noqa: E402
+from amtp_obs.project import Project  # noqa: E402
+from amtp_obs.stack import cadence  # noqa: E402
+from amtp_obs.tempo.config import parse_duration  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 BENCHMARKS = ("sdk", "ingest", "latency", "store")
@@ -60,7 +62,7 @@ LATENCY_P95_TARGET_S = 1.5
 VERIFY_TARGET_S = 10.0
 LOOKUP_P99_TARGET_MS = 20.0
 VERIFY_METRIC = "`amtp-obs verify` wall time (embedded stack already up)"
-VERIFY_RUNS = 5
+VERIFY_RUNS = 8
 
 
 @dataclass
@@ -496,12 +498,13 @@ def bench_verify(opts: Options) -> Row:
                 verdict="ERROR",
                 detail=f"amtp-obs up failed: {(up.stderr or up.stdout).strip()[-400:]}",
             )
-        # As `make run` does: a demo workload first, then the gate; several runs, since each waits for
-        # the next 15 s Prometheus scrape and so varies by up to one scrape interval.
+        # A demo workload first (back to back, the harder case: its counters have one sample each), then
+        # the gate, several times, since each run waits for the next scrape and so varies by up to one
+        # scrape interval (the embedded cadence, stack/cadence.py).
         subprocess.run([*cli, "demo"], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=300)
         walls: list[float] = []
         rng = random.Random(7)
-        scrape_s = float(str(Project(ROOT, {}).load_yaml(PROMETHEUS_CONFIG)["global"]["scrape_interval"]).rstrip("s"))
+        scrape_s = parse_duration(cadence.interval_from(Project(ROOT, environ).variables))
         for i in range(1 if opts.quick else VERIFY_RUNS):
             if i:
                 # Back-to-back runs would each start just after a scrape and wait a whole interval:
@@ -524,10 +527,10 @@ def bench_verify(opts: Options) -> Row:
         wall,
         "s",
         p95=max(walls),
-        target=f"<= {VERIFY_TARGET_S:.0f} s and passing",
-        verdict=_verdict(ok and wall <= VERIFY_TARGET_S),
+        target=f"<= {VERIFY_TARGET_S:.0f} s (median and slowest) and passing",
+        verdict=_verdict(ok and max(walls) <= VERIFY_TARGET_S),
         detail=(
-            f"verify passed {len(walls)}x (p95 column: slowest run)"
+            f"verify passed {len(walls)}x, collection every {scrape_s:g} s (p95 column: slowest run)"
             if ok
             else f"verify FAILED (exit {ver.returncode}): "
             + " | ".join((ver.stdout + ver.stderr).strip().splitlines()[-4:])

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from amtp_obs import contract, env
 from amtp_obs.project import Project, ProjectError
 
 LOOPBACK = "127.0.0.1"
+MAX_DURATION_S = 600.0
 WORKER_TIMEOUT_S = 60.0
 
 SERVICES: dict[str, dict[str, Any]] = {
@@ -63,14 +64,24 @@ def _trace_id() -> str:
     return format(trace.get_current_span().get_span_context().trace_id, "032x")
 
 
-def _worker_openai(service: str, models: list[str], calls: int, base_url: str) -> list[CallRecord]:
+def _paced(calls: int, duration: float) -> Iterator[int]:
+    """Call indices spread evenly over ``duration`` seconds: counters that rise across several scrapes
+    give the rate panels something to show (a series seen once has no rate)."""
+    start = time.monotonic()
+    for i in range(calls):
+        if i and duration > 0:
+            time.sleep(max(0.0, start + duration * i / max(calls - 1, 1) - time.monotonic()))
+        yield i
+
+
+def _worker_openai(service: str, models: list[str], calls: int, base_url: str, duration: float) -> list[CallRecord]:
     import openai
 
     from amtp_obs.testing.fake_llm import HEADER_CHUNKS, HEADER_ERROR
 
     client = openai.OpenAI(base_url=base_url, api_key="demo-not-a-key", max_retries=0)
     out = []
-    for i in range(calls):
+    for i in _paced(calls, duration):
         model = models[i % len(models)]
         stream = i % 3 == 1
         error = i == calls - 1 and calls > 1
@@ -96,14 +107,14 @@ def _worker_openai(service: str, models: list[str], calls: int, base_url: str) -
     return out
 
 
-def _worker_anthropic(service: str, models: list[str], calls: int, base_url: str) -> list[CallRecord]:
+def _worker_anthropic(service: str, models: list[str], calls: int, base_url: str, duration: float) -> list[CallRecord]:
     import anthropic
 
     from amtp_obs.testing.fake_llm import HEADER_CHUNKS, HEADER_ERROR
 
     client = anthropic.Anthropic(base_url=base_url, api_key="demo-not-a-key", max_retries=0)
     out = []
-    for i in range(calls):
+    for i in _paced(calls, duration):
         model = models[i % len(models)]
         stream = i % 2 == 1
         error = i == calls - 1 and calls > 1
@@ -133,11 +144,11 @@ class DemoModelError(RuntimeError):
     """The in-process model's deliberate failure (shows up as an error span)."""
 
 
-def _worker_inprocess(service: str, models: list[str], calls: int, _base_url: str) -> list[CallRecord]:
+def _worker_inprocess(service: str, models: list[str], calls: int, _base_url: str, duration: float) -> list[CallRecord]:
     from amtp_obs.sdk import llm_call
 
     out = []
-    for i in range(calls):
+    for i in _paced(calls, duration):
         model = models[i % len(models)]
         prompt = f"route request {i} to the right agent"
         fail = i == calls - 1 and calls > 1
@@ -187,7 +198,7 @@ class _agent_span:
         self._cm.__exit__(*exc)
 
 
-WORKERS: dict[str, Callable[[str, list[str], int, str], list[CallRecord]]] = {
+WORKERS: dict[str, Callable[[str, list[str], int, str, float], list[CallRecord]]] = {
     "openai": _worker_openai,
     "anthropic": _worker_anthropic,
     "inprocess": _worker_inprocess,
@@ -200,6 +211,7 @@ def worker_main(argv: list[str]) -> int:
     p.add_argument("--service", required=True, choices=sorted(SERVICES))
     p.add_argument("--endpoint", required=True)
     p.add_argument("--calls", type=int, default=4)
+    p.add_argument("--duration", type=float, default=0.0)
     p.add_argument("--openai-base-url", default="")
     p.add_argument("--anthropic-base-url", default="")
     args = p.parse_args(argv)
@@ -220,7 +232,7 @@ def worker_main(argv: list[str]) -> int:
             print(f"{args.service}: {exc}; using the in-process model", file=sys.stderr)
             kind = "inprocess"
     try:
-        records = WORKERS[kind](args.service, spec["models"], args.calls, base_url)
+        records = WORKERS[kind](args.service, spec["models"], args.calls, base_url, args.duration)
     finally:
         shutdown()
     print(json.dumps([asdict(r) for r in records]))
@@ -232,10 +244,16 @@ def worker_main(argv: list[str]) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_demo(project: Project, *, calls: int, console: Console) -> int:
-    """Start the fake vendor server, run each demo service in its own process, print what was sent."""
+def run_demo(project: Project, *, calls: int, console: Console, duration: float = 0.0) -> int:
+    """Start the fake vendor server, run each demo service in its own process, print what was sent.
+
+    ``duration`` spreads each service's calls over that many seconds (0: back to back).
+    """
     if calls < 1:
         console.print("[red]error:[/red] --calls must be at least 1")
+        return 2
+    if not 0 <= duration <= MAX_DURATION_S:
+        console.print(f"[red]error:[/red] --duration must be between 0 and {MAX_DURATION_S:.0f} seconds")
         return 2
     try:
         endpoint = f"http://{LOOPBACK}:{project.port(env.OBS_OTEL_GRPC_PORT)}"
@@ -244,7 +262,8 @@ def run_demo(project: Project, *, calls: int, console: Console) -> int:
         return 2
     from amtp_obs.testing.fake_llm import FakeLLMServer
 
-    console.print(f"sending the demo workload to the collector at {endpoint}")
+    over = f" over {duration:g} s" if duration else ""
+    console.print(f"sending the demo workload to the collector at {endpoint}{over}")
     with FakeLLMServer() as fake:
         procs = {
             service: subprocess.Popen(
@@ -258,6 +277,8 @@ def run_demo(project: Project, *, calls: int, console: Console) -> int:
                     endpoint,
                     "--calls",
                     str(calls),
+                    "--duration",
+                    str(duration),
                     "--openai-base-url",
                     fake.openai_base_url,
                     "--anthropic-base-url",
@@ -274,7 +295,7 @@ def run_demo(project: Project, *, calls: int, console: Console) -> int:
         failures: list[str] = []
         for service, proc in procs.items():
             try:
-                out, errout = proc.communicate(timeout=WORKER_TIMEOUT_S)
+                out, errout = proc.communicate(timeout=WORKER_TIMEOUT_S + duration)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()

@@ -53,5 +53,8 @@ GF_SMTP_STARTTLS_POLICY: Final = "GF_SMTP_STARTTLS_POLICY"
 AMTP_OBS_ALERT_FOR: Final = "AMTP_OBS_ALERT_FOR"
 """Overrides every alert rule's ``for`` when the embedded stack translates alerting.yaml (e.g. ``10s``)."""
 
+AMTP_OBS_SCRAPE_INTERVAL: Final = "AMTP_OBS_SCRAPE_INTERVAL"
+"""How often the embedded Prometheus scrapes and the trace store pushes span metrics (default 5s; 15s = production)."""
+
 AMTP_VERIFY_RUN_ID: Final = "AMTP_VERIFY_RUN_ID"
 """verify_trace.py's run id when ``--run-id`` is not given (resource attribute contract.VERIFY_RUN_ID)."""

@@ -39,6 +39,7 @@ from amtp_obs.project import (
     SERVICE_TEMPO,
     Project,
 )
+from amtp_obs.stack import cadence
 from amtp_obs.stack.state import Layout, alive, group_members, records
 from amtp_obs.stack.supervisor import ALERTMANAGER
 from amtp_obs.testing.browser import CHROMIUM, chromium, parse_panels
@@ -52,7 +53,7 @@ REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "amtp_obs.cli"]
 PORT_VARIABLES = tuple(Project(REPO, {}).port_variables())  # every OBS_* port compose publishes
 ARTIFACTS = REPO / "artifacts"  # gitignored: screenshots for people
-PROM_WAIT_S = 45.0  # Prometheus scrapes every 15 s; Tempo remote-writes span metrics every 15 s
+PROM_WAIT_S = 45.0  # generous: the embedded stack scrapes and pushes span metrics every 5 s (stack/cadence.py)
 RUN = secrets.token_hex(4)
 SDK_SERVICE = f"e2e-sdk-{RUN}"
 JSON_SERVICE = f"e2e-json-{RUN}"
@@ -228,9 +229,30 @@ def test_grpc_export_from_the_plain_sdk_reaches_tempo(stack: Stack) -> None:
 
 
 def test_demo_workload_runs_against_the_stack(stack: Stack) -> None:
-    res = stack.cli("demo", "--calls", "3", timeout=120)
+    res = stack.cli("demo", "--calls", "4", "--duration", "9", timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "deliberate errors" in res.stdout
+
+    # Calls at 0, 3, 6 and 9 s (the last one fails on purpose, so tokens stop at 6 s), exported every
+    # second and scraped every 5 s: the first scrape that sees a series comes before its last rise, so
+    # the Token Rate panel's rate() has two different samples for every service.
+    expr = f'sum by (service_name) (rate({contract.TOTAL_TOKENS.prometheus_name}{{service_name=~"amtp-demo-.*"}}[1m]))'
+
+    def rising() -> set[str] | None:
+        names = {s["metric"]["service_name"] for s in stack.promql(expr) if float(s["value"][1]) > 0}
+        return names if names == set(SERVICES) else None
+
+    wait_for(rising, PROM_WAIT_S, interval=1.0)
+
+
+def test_prometheus_runs_at_the_embedded_cadence(stack: Stack) -> None:
+    r = httpx.get(stack.url(env.OBS_PROMETHEUS_PORT, "/api/v1/status/config"), timeout=5)
+    running = yaml.safe_load(r.json()["data"]["yaml"])
+    assert running["global"]["scrape_interval"] == cadence.DEFAULT_INTERVAL
+    assert running["global"]["evaluation_interval"] == "15s"  # untouched: only collection is faster
+    assert {j["scrape_interval"] for j in running["scrape_configs"]} == {cadence.DEFAULT_INTERVAL}
+    tempo = yaml.safe_load((stack.state / "config" / SERVICE_TEMPO / "tempo.yaml").read_text())
+    assert tempo["metrics_generator"]["registry"]["collection_interval"] == cadence.DEFAULT_INTERVAL
 
 
 def test_otlp_http_json_with_hex_ids_reaches_tempo(stack: Stack) -> None:

@@ -42,3 +42,23 @@ def test_demo_sends_contract_spans_and_counters_from_each_service() -> None:
         for counter in contract.TOKEN_COUNTERS:
             assert (service, counter.instrument) in counted
     assert "deliberate errors" in out.getvalue()
+
+
+def test_duration_spreads_each_services_calls_over_time() -> None:
+    with OtlpSink() as sink:
+        project = Project(REPO, {env.OBS_OTEL_GRPC_PORT: str(sink.grpc_port)})
+        out = io.StringIO()
+        assert run_demo(project, calls=3, console=Console(file=out, width=250), duration=1.5) == 0, out.getvalue()
+        spans = sink.spans()
+    for service in SERVICES:
+        mine = [s for s in spans if s.resource.get("service.name") == service]
+        starts = sorted(s.start_ns for s in mine if s.name == contract.SPAN_LLM_COMPLETION)
+        assert len(starts) == 3, service
+        assert (starts[-1] - starts[0]) / 1e9 >= 1.4, (service, starts)  # first call at 0 s, last at 1.5 s
+
+
+def test_bad_duration_is_a_clear_error() -> None:
+    out = io.StringIO()
+    project = Project(REPO, {env.OBS_OTEL_GRPC_PORT: "1"})
+    assert run_demo(project, calls=3, console=Console(file=out, width=250), duration=-1) == 2
+    assert "--duration must be between 0 and" in out.getvalue()

@@ -331,10 +331,17 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         calls: Annotated[int, typer.Option("--calls", min=1, max=100, help="LLM calls per demo service.")] = 4,
+        duration: Annotated[
+            float,
+            typer.Option(
+                "--duration",
+                help="Spread each service's calls over this many seconds, so rate panels show more than 0.",
+            ),
+        ] = 0.0,
         project_dir: ProjectDirOpt = None,
     ) -> None:
         """Send a short agent workload (several services, models, errors) to the stack's collector."""
         from amtp_obs.demo import run_demo
 
         project = load_project(project_dir)
-        raise typer.Exit(run_demo(project, calls=calls, console=console))
+        raise typer.Exit(run_demo(project, calls=calls, console=console, duration=duration))

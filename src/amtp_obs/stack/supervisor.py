@@ -36,6 +36,7 @@ from amtp_obs.project import (
     Project,
     ProjectError,
 )
+from amtp_obs.stack import cadence
 from amtp_obs.stack.addresses import LOOPBACK, AddressResolver
 from amtp_obs.stack.render import (
     PathMapper,
@@ -200,12 +201,18 @@ def _plan_tempo(project: Project, layout: Layout, resolver: AddressResolver, nam
     doc = project.load_yaml(TEMPO_CONFIG)
     if not isinstance(doc, dict):
         raise ProjectError(f"{TEMPO_CONFIG}: expected a mapping")
-    rendered = render_tempo(doc, resolver, layout.root, name)
+    interval = cadence.interval_from(project.variables)
+    rendered = cadence.apply_tempo(render_tempo(doc, resolver, layout.root, name), interval)
     path = _dump(layout.config / name / "tempo.yaml", rendered)
     http = f"{LOOPBACK}:{rendered['server']['http_listen_port']}"
     plan = ServicePlan(
         name, [sys.executable, "-m", "amtp_obs.tempo", "--config", str(path)], path, _url(http, "/ready")
     )
+    configured = ((doc.get("metrics_generator") or {}).get("registry") or {}).get("collection_interval", "15s")
+    if isinstance(doc.get("metrics_generator"), dict) and (
+        line := cadence.note("span metrics pushed", interval, configured, TEMPO_CONFIG)
+    ):
+        plan.notes.append(line)
     plan.urls.append(("Tempo API", _url(http, "/api/search")))
     plan.urls.append(("Tempo gRPC", f"{LOOPBACK}:{rendered['server']['grpc_listen_port']}"))
     otlp = (((rendered.get("distributor") or {}).get("receivers") or {}).get("otlp") or {}).get("protocols") or {}
@@ -221,13 +228,17 @@ def _plan_prometheus(project: Project, layout: Layout, resolver: AddressResolver
     doc = project.load_yaml(PROMETHEUS_CONFIG)
     if not isinstance(doc, dict):
         raise ProjectError(f"{PROMETHEUS_CONFIG}: expected a mapping")
-    rendered = render_prometheus_config(doc, resolver, layout.root, name)
+    interval = cadence.interval_from(project.variables)
+    rendered = cadence.apply_prometheus(render_prometheus_config(doc, resolver, layout.root, name), interval)
     path = _dump(layout.config / name / "prometheus.yml", rendered)
     flags = prometheus_flags(binary)
     args = prometheus_argv(binary, project.service(name), resolver, layout.root, name, path, lambda f: f in flags)
     plan = ServicePlan(name, args.argv, path, f"http://{LOOPBACK}:{args.listen_port}/-/ready")
     plan.urls.append(("Prometheus", f"http://{LOOPBACK}:{args.listen_port}"))
     plan.notes.extend(f"dropped flag {f!r}: the local prometheus does not accept it" for f in args.dropped)
+    configured = (doc.get("global") or {}).get("scrape_interval", "1m")
+    if line := cadence.note("scrapes", interval, configured, PROMETHEUS_CONFIG):
+        plan.notes.append(line)
     # Storage directories named by flags must exist (Prometheus creates the last level only).
     for arg in args.argv:
         if arg.startswith("--storage.tsdb.path="):

@@ -1,0 +1,85 @@
+"""How often the embedded stack collects metrics: Prometheus' scrapes and the trace store's span-metrics pushes.
+
+Production collects every 15 s (``prometheus.yml``, ``tempo.yaml``; NOTES §10). On one developer
+machine that makes every new number wait up to 15 s, a rate wait for two of them, and
+``amtp-obs verify`` wait up to 15 s for its own run's counters and again for its span metrics. The
+embedded stack therefore collects every :data:`DEFAULT_INTERVAL` unless ``AMTP_OBS_SCRAPE_INTERVAL``
+says otherwise (``15s`` reproduces production's timing exactly). Only these keys change, plus a
+``scrape_timeout`` longer than the new interval (Prometheus refuses that); queries, rate windows and
+alert rules stay as written.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from amtp_obs import env
+from amtp_obs.project import ProjectError
+from amtp_obs.tempo.config import parse_duration
+
+DEFAULT_INTERVAL = "5s"
+
+_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h))+$")
+"""Durations both Prometheus (model.ParseDuration) and Tempo (Go time.ParseDuration) accept."""
+
+
+def interval_from(variables: Mapping[str, str]) -> str:
+    """``AMTP_OBS_SCRAPE_INTERVAL`` validated, or :data:`DEFAULT_INTERVAL` when unset or empty."""
+    value = variables.get(env.AMTP_OBS_SCRAPE_INTERVAL, "").strip() or DEFAULT_INTERVAL
+    if not _DURATION.match(value) or parse_duration(value) < 1:
+        raise ProjectError(
+            f"{env.AMTP_OBS_SCRAPE_INTERVAL}={value!r} is not a duration of at least 1s such as 5s, 15s or 1m"
+        )
+    return value
+
+
+def apply_prometheus(doc: Mapping[str, Any], interval: str) -> dict[str, Any]:
+    """prometheus.yml with ``global.scrape_interval`` set; jobs that set their own interval keep it."""
+    out = copy.deepcopy(dict(doc))
+    glob = out.get("global")
+    if glob is None:
+        glob = out["global"] = {}
+    if not isinstance(glob, dict):
+        raise ProjectError(f"prometheus config: global must be a mapping, got {type(glob).__name__}")
+    glob["scrape_interval"] = interval
+    _clamp_timeout(glob, interval)
+    for job in out.get("scrape_configs") or []:
+        if isinstance(job, dict):
+            _clamp_timeout(job, str(job.get("scrape_interval", interval)))
+    return out
+
+
+def _clamp_timeout(section: dict[str, Any], interval: str) -> None:
+    timeout = section.get("scrape_timeout")
+    if isinstance(timeout, str) and _DURATION.match(timeout) and parse_duration(timeout) > parse_duration(interval):
+        section["scrape_timeout"] = interval
+
+
+def apply_tempo(doc: Mapping[str, Any], interval: str) -> dict[str, Any]:
+    """tempo.yaml with the metrics generator's collection interval set (when there is a generator)."""
+    out = copy.deepcopy(dict(doc))
+    generator = out.get("metrics_generator")
+    if isinstance(generator, dict):
+        registry = generator.get("registry")
+        if registry is None:
+            registry = generator["registry"] = {}
+        if isinstance(registry, dict):
+            registry["collection_interval"] = interval
+    defaults = (out.get("overrides") or {}).get("defaults") if isinstance(out.get("overrides"), dict) else None
+    per_tenant = defaults.get("metrics_generator") if isinstance(defaults, dict) else None
+    if isinstance(per_tenant, dict) and per_tenant.get("collection_interval"):
+        per_tenant["collection_interval"] = interval
+    return out
+
+
+def note(what: str, interval: str, configured: Any, file: str) -> str | None:
+    """The line ``up`` prints when the embedded cadence differs from the file's, or None when it does not."""
+    if str(configured) == interval:
+        return None
+    return (
+        f"{what} every {interval} here ({file} says {configured}); "
+        f"{env.AMTP_OBS_SCRAPE_INTERVAL}={configured} reproduces production's timing"
+    )
