@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import re
+from datetime import UTC, datetime
 
 import typer
 from typer.testing import CliRunner
 
 from amtp_obs.dashboard import cli, render
+from amtp_obs.dashboard.engine import Series
+from amtp_obs.dashboard.timerange import TimeRange
 
 
 def _b64(hex_id: str) -> str:
@@ -58,3 +62,31 @@ def test_cli_registers_the_dashboard_command() -> None:
     out = CliRunner().invoke(app, ["dashboard", "--help"])
     assert out.exit_code == 0
     assert "--prometheus-url" in out.output and "--alertmanager-url" in out.output
+
+
+def _chart(*series: Series) -> str:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    tr = TimeRange.parse("now-15m", "now", now)
+    return render.svg_chart(list(series), tr, "short", None, 200)
+
+
+T0 = datetime(2026, 11, 25, 11, 50, tzinfo=UTC).timestamp()
+
+
+def test_chart_draws_a_lone_sample_as_a_dot() -> None:
+    # A rate over a series that only just started has one step with a value: it must still show.
+    svg = _chart(Series("total", [(T0, 31.5)]))
+    assert "<circle" in svg and "<polyline" not in svg
+
+
+def test_chart_breaks_lines_at_missing_steps() -> None:
+    pts = [(T0 + 15 * i, float(i)) for i in (0, 1, 2, 6, 7)]  # steps 3-5 missing
+    svg = _chart(Series("a", pts))
+    lines = re.findall(r"points='([^']*)'", svg)
+    assert [len(p.split()) for p in lines] == [3, 2]
+    assert "<circle" not in svg
+
+
+def test_chart_joins_a_complete_series_into_one_line() -> None:
+    svg = _chart(Series("a", [(T0 + 15 * i, float(i % 3)) for i in range(20)]))
+    assert len(re.findall(r"<polyline", svg)) == 1

@@ -150,6 +150,25 @@ def _nice_step(span: float, target_ticks: int = 5) -> float:
     return 10 * mag
 
 
+def _step_of(series: Sequence[Series]) -> float:
+    """The query step, as the smallest spacing between samples (Prometheus returns one per step)."""
+    deltas = [b[0] - a[0] for s in series for a, b in zip(s.points, s.points[1:], strict=False) if b[0] > a[0]]
+    return min(deltas) if deltas else math.inf
+
+
+def _runs(points: Sequence[tuple[float, float]], max_gap: float) -> list[list[tuple[float, float]]]:
+    """Finite samples split where a step is missing, so a line never bridges a gap (as Grafana draws nulls)."""
+    runs: list[list[tuple[float, float]]] = []
+    for t, v in points:
+        if not math.isfinite(v):
+            runs.append([])
+            continue
+        if not runs or (runs[-1] and t - runs[-1][-1][0] > max_gap):
+            runs.append([])
+        runs[-1].append((t, v))
+    return [r for r in runs if r]
+
+
 def svg_chart(
     series: Sequence[Series], time_range: TimeRange, unit: str | None, decimals: int | None, height_px: int
 ) -> str:
@@ -190,12 +209,21 @@ def svg_chart(
         label = datetime.fromtimestamp(tt, UTC).strftime("%H:%M" if tstep < 86400 else "%m-%d")
         parts.append(f"<text class=axis x='{x(tt):.1f}' y='{height - 6}' text-anchor=middle>{label}</text>")
         tt += tstep
+    max_gap = 1.5 * _step_of(series)
     for i, s in enumerate(series):
-        pts = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in s.points if math.isfinite(v))
         color = PALETTE[i % len(PALETTE)]
-        parts.append(
-            f"<polyline fill=none stroke='{color}' stroke-width=2 points='{pts}'><title>{e(s.name)}</title></polyline>"
-        )
+        for run in _runs(s.points, max_gap):
+            if len(run) == 1:  # an isolated sample: a line of one point draws nothing
+                (t, v) = run[0]
+                parts.append(
+                    f"<circle cx='{x(t):.1f}' cy='{y(v):.1f}' r=3 fill='{color}'><title>{e(s.name)}</title></circle>"
+                )
+                continue
+            pts = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
+            parts.append(
+                f"<polyline fill=none stroke='{color}' stroke-width=2 points='{pts}'>"
+                f"<title>{e(s.name)}</title></polyline>"
+            )
     parts.append("</svg>")
     legend = "".join(
         f"<span class=legend-item><i style='background:{PALETTE[i % len(PALETTE)]}'></i>{e(s.name)}"
