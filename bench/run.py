@@ -45,9 +45,9 @@ from rich.table import Table  # noqa: E402
 import harness  # noqa: E402
 import llm_overhead  # noqa: E402
 from amtp_obs import env  # noqa: E402
+from amtp_obs.durations import parse_duration  # noqa: E402
 from amtp_obs.project import Project  # noqa: E402
 from amtp_obs.stack import cadence  # noqa: E402
-from amtp_obs.tempo.config import parse_duration  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 BENCHMARKS = ("sdk", "ingest", "latency", "store")

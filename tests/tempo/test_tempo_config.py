@@ -15,7 +15,6 @@ from tempo_helpers import tempo_doc
 from amtp_obs import contract
 from amtp_obs.project import TEMPO_CONFIG, Project
 from amtp_obs.tempo import ConfigError, config_warnings, load_config, validate_config
-from amtp_obs.tempo.config import parse_duration
 
 
 @pytest.fixture
@@ -35,22 +34,6 @@ def test_project_tempo_yaml_is_valid_and_effective(project_doc: dict[str, Any]) 
     assert cfg.block_retention == 72 * 3600
     assert cfg.collection_interval == 15
     assert cfg.metrics_generator.storage.remote_write[0].send_exemplars
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("10s", 10),
-        ("30m", 1800),
-        ("72h", 259200),
-        ("1h30m", 5400),
-        ("500ms", 0.5),
-        ("15d", 1296000),
-        ("0", 0),
-    ],
-)
-def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
 
 
 def _errors(tmp_path: Path, **sections: Any) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,6 +31,7 @@ from amtp_obs.check.framework import (
     run_tool,
     warning,
 )
+from amtp_obs.durations import parse_duration
 from amtp_obs.project import ProjectError, variables_in
 
 PROM = proj.PROMETHEUS_CONFIG.as_posix()
@@ -403,11 +405,12 @@ def _dump(path: Path, doc: Any) -> Path:
     return path
 
 
-def _parse_duration(text: str) -> int:
-    total = 0
-    for num, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text):
-        total += int(num) * {"ms": 0, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}[unit]
-    return total
+def _seconds(text: str) -> int:
+    """A rule's ``interval``/``for`` in whole seconds (promtool test steps); 0 when unreadable."""
+    try:
+        return math.ceil(parse_duration(text))
+    except ValueError:
+        return 0
 
 
 @check("alert-rules", "alerting.yaml rules -> Prometheus rules: promtool check rules + firing test")
@@ -451,7 +454,7 @@ def alert_rules(ctx: Context) -> Iterator[Finding]:
     }
     _dump(work / "rules_noann.yml", stripped)
     for group in stripped["groups"]:
-        interval = _parse_duration(str(group.get("interval", "1m"))) or 60
+        interval = _seconds(str(group.get("interval", "1m"))) or 60
         for rule in group["rules"]:
             sels = promql.parse_selectors(rule["expr"])
             if not sels or any(s.name != "up" for s in sels):
@@ -466,7 +469,7 @@ def alert_rules(ctx: Context) -> Iterator[Finding]:
                     line,
                 )
                 continue
-            for_s = _parse_duration(str(rule.get("for", "0s")))
+            for_s = _seconds(str(rule.get("for", "0s")))
             late = for_s + 2 * interval
             early = max(interval, for_s - interval) if for_s > interval else None
             fire_labels = [

@@ -7,13 +7,13 @@ so the same keys are accepted and an unknown key is an error naming the componen
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
+from amtp_obs import durations
 from amtp_obs.collector.component import (
     EXTENSION,
     KIND_SECTIONS,
@@ -27,35 +27,14 @@ from amtp_obs.collector.component import (
 # Durations
 # ---------------------------------------------------------------------------------------------
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
 
 def parse_duration(value: object) -> float:
     """Go ``time.ParseDuration`` (``1s``, ``500ms``, ``1h30m``) in seconds; integers are nanoseconds."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"invalid duration {value!r}")
     if isinstance(value, int | float):
         return float(value) / 1e9
-    if not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}")
-    text = value.strip()
-    sign = 1.0
-    if text[:1] in "+-" and text:
-        sign = -1.0 if text[0] == "-" else 1.0
-        text = text[1:]
-    if text == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    while pos < len(text):
-        m = _DURATION_PART.match(text, pos)
-        if not m:
-            raise ValueError(f'invalid duration "{value}" (use Go syntax such as 1s, 500ms, 2m, 1h30m)')
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not text:
-        raise ValueError(f'invalid duration "{value}"')
-    return sign * total
+    return durations.parse_duration(value, long_units=False)
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from amtp_obs import env
+from amtp_obs.durations import parse_duration
 from amtp_obs.project import ProjectError
-from amtp_obs.tempo.config import parse_duration
 
 DEFAULT_INTERVAL = "5s"
 

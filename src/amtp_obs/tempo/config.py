@@ -13,44 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from amtp_obs.durations import parse_duration
+
 # --------------------------------------------------------------------------------------------
 # Durations
 # --------------------------------------------------------------------------------------------
-
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-    "w": 7 * 86400.0,
-    "y": 365 * 86400.0,
-}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w|y)")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go (``1h30m``, ``500ms``) or Prometheus (``72h``, ``15d``) duration string."""
-    s = text.strip()
-    if s in ("0", "0s"):
-        return 0.0
-    sign = 1.0
-    if s.startswith("-"):
-        sign, s = -1.0, s[1:]
-    pos, total = 0, 0.0
-    if not s:
-        raise ValueError(f"invalid duration {text!r}")
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            raise ValueError(f"invalid duration {text!r}: expected a number and a unit (ns, us, ms, s, m, h)")
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    return sign * total
 
 
 def _duration(value: Any) -> float:

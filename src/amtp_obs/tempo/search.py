@@ -12,8 +12,8 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Status, TracesData
 
+from amtp_obs.durations import parse_duration
 from amtp_obs.tempo import traceql
-from amtp_obs.tempo.config import parse_duration
 from amtp_obs.tempo.store import TraceInfo, TraceStore
 
 DEFAULT_LIMIT = 20
