@@ -99,3 +99,11 @@ def test_up_with_a_bad_interval_is_a_clear_error(
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"{env.AMTP_OBS_SCRAPE_INTERVAL}='often'" in res.stderr and "Traceback" not in res.stderr
     assert not list((state / "pids").glob("*.json"))
+
+
+def test_notes_compare_durations_not_spellings_and_know_the_defaults() -> None:
+    assert cadence.prometheus_note({"global": {"scrape_interval": "15000ms"}}, "15s") is None
+    assert "says 1m" in (cadence.prometheus_note({}, "5s") or "")  # Prometheus' own default
+    assert cadence.tempo_note({"metrics_generator": {}}, "15s") is None  # Tempo's default is 15s
+    assert "says 15s" in (cadence.tempo_note({"metrics_generator": {}}, "5s") or "")
+    assert cadence.tempo_note({"server": {}}, "5s") is None  # no generator, nothing to say

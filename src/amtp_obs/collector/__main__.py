@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 
 from amtp_obs.collector.component import ConfigError, StartError
 from amtp_obs.collector.config import load_config_file, parse_config
 from amtp_obs.collector.service import Collector
+from amtp_obs.shutdown import stop_event
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -47,11 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(collector: Collector) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await collector.run(stop)
+    await collector.run(stop_event())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ Both the embedded collector and ``amtp-obs check`` derive names here so they can
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from typing import Final
 
 UNIT_MAP: Final[dict[str, str]] = {
@@ -63,12 +64,12 @@ def _is_alnum(ch: str) -> bool:
     return cat.startswith("L") or cat == "Nd"
 
 
-def _tokens(text: str) -> list[str]:
-    """``strings.FieldsFunc`` on non-alphanumerics: empty fields are dropped."""
+def _tokens(text: str, keep: Callable[[str], bool] = _is_alnum) -> list[str]:
+    """``strings.FieldsFunc`` splitting on every rune ``keep`` rejects: empty fields are dropped."""
     out: list[str] = []
     cur: list[str] = []
     for ch in text:
-        if _is_alnum(ch):
+        if keep(ch):
             cur.append(ch)
         elif cur:
             out.append("".join(cur))
@@ -85,17 +86,7 @@ def clean_up_string(text: str) -> str:
 
 def remove_prom_forbidden_runes(text: str) -> str:
     """``RemovePromForbiddenRunes``: like :func:`clean_up_string` but ``_`` and ``:`` survive."""
-    out: list[str] = []
-    cur: list[str] = []
-    for ch in text:
-        if _is_alnum(ch) or ch in "_:":
-            cur.append(ch)
-        elif cur:
-            out.append("".join(cur))
-            cur = []
-    if cur:
-        out.append("".join(cur))
-    return "_".join(out)
+    return "_".join(_tokens(text, lambda ch: _is_alnum(ch) or ch in "_:"))
 
 
 def _normalize_name(name: str, unit: str, namespace: str, monotonic_sum: bool, gauge: bool) -> str:

@@ -244,6 +244,12 @@ class MetricPoint:
     attributes: dict[str, Any] = field(default_factory=dict)
     resource: dict[str, Any] = field(default_factory=dict)
     value: float | None = None
+    """Sum and gauge points; None for the others."""
+    count: int | None = None
+    sum: float | None = None
+    bucket_counts: list[int] = field(default_factory=list)
+    explicit_bounds: list[float] = field(default_factory=list)
+    """Histogram points (count also for the other distribution kinds)."""
 
 
 def points_from_otlp(request: Any) -> list[MetricPoint]:
@@ -259,6 +265,7 @@ def points_from_otlp(request: Any) -> list[MetricPoint]:
                     value: float | None = None
                     if kind in ("sum", "gauge"):
                         value = float(dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double)
+                    histogram = kind == "histogram"
                     out.append(
                         MetricPoint(
                             metric=m.name,
@@ -269,6 +276,10 @@ def points_from_otlp(request: Any) -> list[MetricPoint]:
                             attributes=attributes(dp.attributes),
                             resource=res,
                             value=value,
+                            count=getattr(dp, "count", None),
+                            sum=dp.sum if histogram else None,
+                            bucket_counts=list(dp.bucket_counts) if histogram else [],
+                            explicit_bounds=list(dp.explicit_bounds) if histogram else [],
                         )
                     )
     return out

@@ -114,6 +114,14 @@ def _settle(call: LLMCall, adapter: Adapter, result: Any, *, is_async: bool) -> 
     return result
 
 
+def call_wrappers(adapter: Adapter) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """``wrap_call`` for a vendor's sync and async resource classes, as Target wrappers."""
+    return (
+        lambda original: wrap_call(original, adapter, is_async=False),
+        lambda original: wrap_call(original, adapter, is_async=True),
+    )
+
+
 def wrap_call(original: Callable[..., Any], adapter: Adapter, *, is_async: bool) -> Callable[..., Any]:
     """Wrap ``create``/``parse``: one span per call; errors recorded and re-raised unchanged."""
     if is_async:

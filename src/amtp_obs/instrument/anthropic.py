@@ -16,12 +16,12 @@ from amtp_obs import contract
 from amtp_obs.instrument._core import (
     RequestInfo,
     Target,
+    call_wrappers,
     given,
     instrumented_awaitable,
     instrumented_request,
     log,
     number_attributes,
-    wrap_call,
 )
 from amtp_obs.sdk import LLMCall
 
@@ -191,12 +191,7 @@ def wrap_stream_helper(original: Any, *, is_async: bool) -> Any:
 
 
 def targets() -> list[Target]:
-    def sync(original: Any) -> Any:
-        return wrap_call(original, ADAPTER, is_async=False)
-
-    def asynchronous(original: Any) -> Any:
-        return wrap_call(original, ADAPTER, is_async=True)
-
+    sync, asynchronous = call_wrappers(ADAPTER)
     return [
         Target(MODULE, "Messages", "create", sync),
         Target(MODULE, "Messages", "parse", sync),

@@ -19,9 +19,9 @@ from amtp_obs.instrument._core import (
     OPTIONS,
     RequestInfo,
     Target,
+    call_wrappers,
     given,
     number_attributes,
-    wrap_call,
 )
 from amtp_obs.instrument._stream import AsyncStreamProxy, SyncStreamProxy
 from amtp_obs.sdk import LLMCall
@@ -190,12 +190,7 @@ def _async_close(original: Any) -> Any:
 
 
 def targets() -> list[Target]:
-    def sync(original: Any) -> Any:
-        return wrap_call(original, ADAPTER, is_async=False)
-
-    def asynchronous(original: Any) -> Any:
-        return wrap_call(original, ADAPTER, is_async=True)
-
+    sync, asynchronous = call_wrappers(ADAPTER)
     return [
         Target(MODULE, "Completions", "create", sync),
         Target(MODULE, "Completions", "parse", sync),

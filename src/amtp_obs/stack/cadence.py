@@ -18,7 +18,8 @@ from typing import Any
 
 from amtp_obs import env
 from amtp_obs.durations import parse_duration
-from amtp_obs.project import ProjectError
+from amtp_obs.project import PROMETHEUS_CONFIG, TEMPO_CONFIG, ProjectError
+from amtp_obs.tempo.config import RegistryConfig
 
 DEFAULT_INTERVAL = "5s"
 
@@ -75,9 +76,32 @@ def apply_tempo(doc: Mapping[str, Any], interval: str) -> dict[str, Any]:
     return out
 
 
-def note(what: str, interval: str, configured: Any, file: str) -> str | None:
-    """The line ``up`` prints when the embedded cadence differs from the file's, or None when it does not."""
-    if str(configured) == interval:
+PROMETHEUS_DEFAULT_SCRAPE_INTERVAL = "1m"
+"""Prometheus' own ``global.scrape_interval`` when a file sets none."""
+
+
+def prometheus_note(doc: Mapping[str, Any], interval: str) -> str | None:
+    """What ``up`` says about Prometheus' cadence, or None when the file already scrapes that often."""
+    configured = (doc.get("global") or {}).get("scrape_interval", PROMETHEUS_DEFAULT_SCRAPE_INTERVAL)
+    return _note("scrapes", interval, str(configured), PROMETHEUS_CONFIG.as_posix())
+
+
+def tempo_note(doc: Mapping[str, Any], interval: str) -> str | None:
+    """What ``up`` says about the span-metrics cadence, or None (no generator, or already that often)."""
+    generator = doc.get("metrics_generator")
+    if not isinstance(generator, dict):
+        return None
+    default = f"{RegistryConfig.model_fields['collection_interval'].default:g}s"
+    configured = (generator.get("registry") or {}).get("collection_interval", default)
+    return _note("span metrics pushed", interval, str(configured), TEMPO_CONFIG.as_posix())
+
+
+def _note(what: str, interval: str, configured: str, file: str) -> str | None:
+    try:
+        same = parse_duration(configured) == parse_duration(interval)
+    except ValueError:
+        same = False  # the component reports its own bad value
+    if same:
         return None
     return (
         f"{what} every {interval} here ({file} says {configured}); "

@@ -208,10 +208,7 @@ def _plan_tempo(project: Project, layout: Layout, resolver: AddressResolver, nam
     plan = ServicePlan(
         name, [sys.executable, "-m", "amtp_obs.tempo", "--config", str(path)], path, _url(http, "/ready")
     )
-    configured = ((doc.get("metrics_generator") or {}).get("registry") or {}).get("collection_interval", "15s")
-    if isinstance(doc.get("metrics_generator"), dict) and (
-        line := cadence.note("span metrics pushed", interval, configured, TEMPO_CONFIG)
-    ):
+    if line := cadence.tempo_note(doc, interval):
         plan.notes.append(line)
     plan.urls.append(("Tempo API", _url(http, "/api/search")))
     plan.urls.append(("Tempo gRPC", f"{LOOPBACK}:{rendered['server']['grpc_listen_port']}"))
@@ -236,8 +233,7 @@ def _plan_prometheus(project: Project, layout: Layout, resolver: AddressResolver
     plan = ServicePlan(name, args.argv, path, f"http://{LOOPBACK}:{args.listen_port}/-/ready")
     plan.urls.append(("Prometheus", f"http://{LOOPBACK}:{args.listen_port}"))
     plan.notes.extend(f"dropped flag {f!r}: the local prometheus does not accept it" for f in args.dropped)
-    configured = (doc.get("global") or {}).get("scrape_interval", "1m")
-    if line := cadence.note("scrapes", interval, configured, PROMETHEUS_CONFIG):
+    if line := cadence.prometheus_note(doc, interval):
         plan.notes.append(line)
     # Storage directories named by flags must exist (Prometheus creates the last level only).
     for arg in args.argv:

@@ -10,10 +10,10 @@ import argparse
 import asyncio
 import gc
 import logging
-import signal
 import sys
 
-from amtp_obs.tempo.app import StartupError, TempoApp
+from amtp_obs.shutdown import stop_event
+from amtp_obs.tempo.app import StartupError, TempoApp, read_config_file
 from amtp_obs.tempo.config import ConfigError, config_warnings
 
 GC_THRESHOLDS = (20_000, 20, 100)
@@ -43,10 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(app: TempoApp) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     await app.start()
     print(
         f"tempo ready http={app.http_url} otlp_grpc={app.otlp_grpc_endpoint} grpc={app.grpc_port}",
@@ -60,15 +57,13 @@ async def _run(app: TempoApp) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        app = TempoApp.from_file(args.config)
+        doc = read_config_file(args.config)
+        app = TempoApp.from_config(doc)
     except ConfigError as exc:
         for err in exc.errors:
             print(f"tempo: invalid config {args.config}: {err}", file=sys.stderr)
         return 1
-    import yaml
-
-    with open(args.config) as f:
-        warnings = config_warnings(yaml.safe_load(f))
+    warnings = config_warnings(doc)
     logging.basicConfig(
         level=_LEVELS.get(app.cfg.server.log_level, logging.INFO),
         format="level=%(levelname)s ts=%(asctime)s caller=%(name)s msg=%(message)r",

@@ -126,6 +126,17 @@ def _bind(host: str, port: int) -> socket.socket:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def read_config_file(path: Path | str) -> Any:
+    """The YAML document of a tempo.yaml; unreadable or invalid YAML is a :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
+
+
 class TempoApp:
     """One embedded Tempo: ``await start()``, talk to ``http_url`` and ``otlp_grpc_endpoint``, then stop it.
 
@@ -167,14 +178,7 @@ class TempoApp:
 
     @classmethod
     def from_file(cls, path: Path | str, **kwargs: Any) -> TempoApp:
-        path = Path(path)
-        try:
-            doc = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError([f"cannot read {path}: {exc.strerror or exc}"]) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
-        return cls.from_config(doc, **kwargs)
+        return cls.from_config(read_config_file(path), **kwargs)
 
     # -- addresses -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import threading
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from amtp_obs.contract.validate import MetricPoint, points_from_otlp
 from amtp_obs.otlp import any_value, attributes, to_key_values
 
 __all__ = ["OtlpSink", "ReceivedPoint", "ReceivedSpan", "any_value", "attributes", "to_key_values"]
@@ -40,20 +41,8 @@ class ReceivedSpan:
     end_ns: int
 
 
-@dataclass
-class ReceivedPoint:
-    metric: str
-    unit: str
-    kind: str  # sum | gauge | histogram | exponential_histogram | summary
-    monotonic: bool | None
-    temporality: int | None
-    attributes: dict[str, Any]
-    resource: dict[str, Any]
-    value: float | None
-    count: int | None = None
-    sum: float | None = None
-    bucket_counts: list[int] = field(default_factory=list)
-    explicit_bounds: list[float] = field(default_factory=list)
+ReceivedPoint = MetricPoint
+"""What :meth:`OtlpSink.points` returns: the contract validator's flattened point."""
 
 
 class OtlpSink:
@@ -205,41 +194,7 @@ class OtlpSink:
     def points(self) -> list[ReceivedPoint]:
         with self._lock:
             reqs = list(self.metric_requests)
-        out: list[ReceivedPoint] = []
-        for req in reqs:
-            for rm in req.resource_metrics:
-                res = attributes(rm.resource.attributes)
-                for sm in rm.scope_metrics:
-                    for m in sm.metrics:
-                        kind = m.WhichOneof("data")
-                        data = getattr(m, kind)
-                        for dp in data.data_points:
-                            common = dict(
-                                metric=m.name,
-                                unit=m.unit,
-                                kind=kind,
-                                monotonic=getattr(data, "is_monotonic", None),
-                                temporality=getattr(data, "aggregation_temporality", None),
-                                attributes=attributes(dp.attributes),
-                                resource=res,
-                            )
-                            if kind in ("sum", "gauge"):
-                                v = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
-                                out.append(ReceivedPoint(value=float(v), **common))
-                            elif kind == "histogram":
-                                out.append(
-                                    ReceivedPoint(
-                                        value=None,
-                                        count=dp.count,
-                                        sum=dp.sum,
-                                        bucket_counts=list(dp.bucket_counts),
-                                        explicit_bounds=list(dp.explicit_bounds),
-                                        **common,
-                                    )
-                                )
-                            else:
-                                out.append(ReceivedPoint(value=None, count=getattr(dp, "count", None), **common))
-        return out
+        return [p for req in reqs for p in points_from_otlp(req)]
 
     def latest(self, metric: str) -> list[ReceivedPoint]:
         """The most recent point per attribute set for a cumulative metric."""
