@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from amtp_obs import contract
 from amtp_obs.net import free_port
 from amtp_obs.project import COLLECTOR_CONFIG, TEMPO_CONFIG, Project
+from amtp_obs.testing.poll import eventually
 
 LOOPBACK = "127.0.0.1"
 BENCH_SERVICE = "amtp-bench"
@@ -400,15 +401,8 @@ def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if predicate():
-                return True
-        time.sleep(interval)
-    with contextlib.suppress(Exception):
-        return predicate()
-    return False
+    """True once ``predicate`` holds; its errors (a process still starting) count as not yet."""
+    return bool(eventually(predicate, timeout, interval, ignore=(Exception,)))
 
 
 def percentile(values: list[float], q: float) -> float:

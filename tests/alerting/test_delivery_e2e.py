@@ -34,6 +34,7 @@ from amtp_obs.alerting import runtime
 from amtp_obs.dashboard import DashboardSettings, create_app
 from amtp_obs.net import free_port
 from amtp_obs.project import ALERTING_FILE, DASHBOARDS_DIR, DATASOURCES_DIR, PROMETHEUS_CONFIG, Project
+from amtp_obs.testing.poll import eventually
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None or not any(shutil.which(b) for b in runtime.ALERTMANAGER_BINARIES),
@@ -47,13 +48,7 @@ QUIET_WINDOW = 5.0
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+    return eventually(predicate, timeout, 0.2) or pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
 
 
 class _Recorder(ThreadingHTTPServer):

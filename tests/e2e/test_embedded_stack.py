@@ -44,6 +44,7 @@ from amtp_obs.stack import cadence
 from amtp_obs.stack.state import Layout, alive, group_members, records
 from amtp_obs.stack.supervisor import ALERTMANAGER
 from amtp_obs.testing.browser import CHROMIUM, chromium, parse_panels
+from amtp_obs.testing.poll import eventually, last_value
 
 pytestmark = [
     pytest.mark.e2e,
@@ -87,14 +88,9 @@ class Stack:
 
 def wait_for(what: Callable[[], Any], timeout: float, interval: float = 0.25) -> Any:
     """Return ``what()``'s first truthy value, or fail with the last one after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = what()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s; last result: {last!r}")
+    return eventually(what, timeout, interval) or pytest.fail(
+        f"timed out after {timeout:.0f} s; last result: {last_value(what)!r}"
+    )
 
 
 @pytest.fixture(scope="module")

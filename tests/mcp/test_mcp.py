@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from amtp_obs.mcp import (
 )
 from amtp_obs.sdk.testing import InMemoryTelemetry, configure_in_memory
 from amtp_obs.testing.otlp_sink import OtlpSink
+from amtp_obs.testing.poll import eventually
 
 
 @pytest.fixture
@@ -147,15 +147,6 @@ async def test_decorator_and_context_manager_async(mem: InMemoryTelemetry) -> No
         op.set_cache_hit(True)
     assert [s.name for s in mem.spans()] == [contract.SPAN_GITHUB_API, "mcp.search"]
     assert mem.spans()[1].attributes[contract.MCP_CACHE_HIT] is True
-
-
-def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_mcp_server_exports_over_otlp_http(sink: OtlpSink) -> None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -16,19 +13,10 @@ from amtp_obs.contract.validate import validate_metric_points, validate_spans
 from amtp_obs.sdk import configure, force_flush, llm_call, shutdown
 from amtp_obs.sdk._internal.config import PROTOCOL_GRPC, PROTOCOL_HTTP_PROTOBUF
 from amtp_obs.testing.otlp_sink import OtlpSink, ReceivedPoint, ReceivedSpan
+from amtp_obs.testing.poll import eventually
 
 OTLP_SPAN_KIND_CLIENT = 3  # opentelemetry/proto/trace/v1/trace.proto
 OTLP_TEMPORALITY_CUMULATIVE = 2  # opentelemetry/proto/metrics/v1/metrics.proto
-
-
-def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> bool:
-    """Poll outside the sink's lock (OtlpSink.wait_for holds it, so its predicate cannot call spans())."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def _endpoint(sink: OtlpSink, protocol: str) -> str:
