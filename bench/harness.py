@@ -63,6 +63,11 @@ class TempoPorts:
     def api(self) -> str:
         return f"http://{LOOPBACK}:{self.http}"
 
+    @property
+    def otlp_target(self) -> str:
+        """host:port of the store's OTLP gRPC receiver, where the collector exports."""
+        return f"{LOOPBACK}:{self.otlp_grpc}"
+
 
 UNLIMITED_BYTES = 10**12
 """Ingestion rate/burst for capacity runs: far above anything two cores can push."""
@@ -86,7 +91,7 @@ def tempo_config(
         grpc_listen_address=LOOPBACK,
         log_level="warn",
     )
-    doc["distributor"]["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": f"{LOOPBACK}:{ports.otlp_grpc}"}}
+    doc["distributor"]["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": ports.otlp_target}}
     storage = doc["storage"]["trace"]
     storage["wal"]["path"] = str(root / "wal")
     storage["local"]["path"] = str(root / "blocks")

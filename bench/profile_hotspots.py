@@ -102,7 +102,7 @@ def profile_ingest(seconds: float, top: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tports, cports = harness.TempoPorts(), harness.CollectorPorts()
         tempo = harness.tempo_proc(Path(tmp) / "tempo", tports)
-        coll = harness.collector_proc(Path(tmp) / "collector", cports, f"{harness.LOOPBACK}:{tports.otlp_grpc}")
+        coll = harness.collector_proc(Path(tmp) / "collector", cports, tports.otlp_target)
         with harness.running(tempo, coll):
             load = subprocess.Popen(
                 [
@@ -143,7 +143,7 @@ def profile_lookup(seconds: float, top: int) -> None:
                     "--protocol",
                     "grpc",
                     "--target",
-                    f"{harness.LOOPBACK}:{tports.otlp_grpc}",
+                    tports.otlp_target,
                     "--unique-requests",
                     "200",
                     "--seed",

@@ -280,9 +280,7 @@ def pipeline(
     tports = harness.TempoPorts()
     cports = harness.CollectorPorts()
     tempo = harness.tempo_proc(workdir / "tempo", tports, ingestion_limits=ingestion_limits)
-    coll = harness.collector_proc(
-        workdir / "collector", cports, f"{harness.LOOPBACK}:{tports.otlp_grpc}", **collector_kwargs
-    )
+    coll = harness.collector_proc(workdir / "collector", cports, tports.otlp_target, **collector_kwargs)
     with harness.running(tempo, coll):
         yield tempo, coll, tports, cports
 
@@ -570,7 +568,7 @@ def bench_store(opts: Options) -> list[Row]:
         outs = run_loadgens(
             [
                 [
-                    *("--protocol", "grpc", "--target", f"{harness.LOOPBACK}:{tports.otlp_grpc}"),
+                    *("--protocol", "grpc", "--target", tports.otlp_target),
                     *("--unique-requests", str(per[k]), "--seed", str(seeds[k]), "--batch", str(batch)),
                     *("--spans-per-trace", str(spans_per_trace), "--concurrency", str(concurrency)),
                 ]

@@ -34,7 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[harness.Te
     started: list[harness.Proc] = []
     try:
         start(started, harness.tempo_proc(root / "tempo", tports))
-        start(started, harness.collector_proc(root / "collector", cports, f"{harness.LOOPBACK}:{tports.otlp_grpc}"))
+        start(started, harness.collector_proc(root / "collector", cports, tports.otlp_target))
         yield tports, cports
         for p in started:
             assert p.alive(), f"{p.name} died during fuzzing:\n{p.log_tail()}"

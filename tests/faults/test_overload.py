@@ -39,7 +39,7 @@ def test_overload_refuses_then_accepts_everything(procs: list[harness.Proc], tmp
         harness.collector_proc(
             tmp_path / "collector",
             cports,
-            f"{harness.LOOPBACK}:{tports.otlp_grpc}",
+            tports.otlp_target,
             memory_limit_mib=140,
             spike_limit_mib=40,
             check_interval="100ms",

@@ -66,7 +66,7 @@ def test_store_back_within_retry_window_loses_nothing(procs: list[harness.Proc],
         harness.collector_proc(
             tmp_path / "collector",
             cports,
-            f"{harness.LOOPBACK}:{tports.otlp_grpc}",
+            tports.otlp_target,
             retry={"initial_interval": "200ms", "max_interval": "1s", "max_elapsed_time": "30s"},
         ),
     )
@@ -93,7 +93,7 @@ def test_store_down_past_retry_window_counts_drops(procs: list[harness.Proc], tm
         harness.collector_proc(
             tmp_path / "collector",
             cports,
-            f"{harness.LOOPBACK}:{tports.otlp_grpc}",
+            tports.otlp_target,
             retry={"initial_interval": "100ms", "max_interval": "300ms", "max_elapsed_time": "1500ms"},
         ),
     )
@@ -128,7 +128,7 @@ def test_store_kill9_mid_ingest_keeps_every_acknowledged_span(procs: list[harnes
         harness.collector_proc(
             tmp_path / "collector",
             cports,
-            f"{harness.LOOPBACK}:{tports.otlp_grpc}",
+            tports.otlp_target,
             retry={"initial_interval": "200ms", "max_interval": "1s", "max_elapsed_time": "60s"},
         ),
     )
