@@ -8,6 +8,7 @@ import pytest
 
 from amtp_obs import env
 from amtp_obs.sdk.testing import reset_sdk
+from amtp_obs.testing import tools
 from amtp_obs.testing.otlp_sink import OtlpSink
 
 # Variables configure() reads: each test starts from none of them, and sets what it needs.
@@ -24,6 +25,24 @@ SDK_ENV = (
     env.OBS_OTEL_HTTP_PORT,
     env.AMTP_OBS_CAPTURE_CONTENT,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(*tools): external programs the test runs (skipped when missing; a failure under CI=true)"
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI=true every required tool must be installed: the run fails naming the missing ones."""
+    problem = tools.missing_in_ci()
+    if problem:
+        pytest.exit(problem, returncode=pytest.ExitCode.TESTS_FAILED)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        tools.gate(mark.args)
 
 
 @pytest.fixture

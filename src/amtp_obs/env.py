@@ -56,5 +56,8 @@ AMTP_OBS_ALERT_FOR: Final = "AMTP_OBS_ALERT_FOR"
 AMTP_OBS_SCRAPE_INTERVAL: Final = "AMTP_OBS_SCRAPE_INTERVAL"
 """How often the embedded Prometheus scrapes and the trace store pushes span metrics (default 5s; 15s = production)."""
 
+CI: Final = "CI"
+"""Set to ``true`` by CI runners: a test that would skip for a missing tool fails instead (amtp_obs.testing.tools)."""
+
 AMTP_VERIFY_RUN_ID: Final = "AMTP_VERIFY_RUN_ID"
 """verify_trace.py's run id when ``--run-id`` is not given (resource attribute contract.VERIFY_RUN_ID)."""

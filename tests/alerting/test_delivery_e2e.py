@@ -36,10 +36,7 @@ from amtp_obs.net import free_port
 from amtp_obs.project import ALERTING_FILE, DASHBOARDS_DIR, DATASOURCES_DIR, PROMETHEUS_CONFIG, Project
 from amtp_obs.testing.poll import eventually
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None or not any(shutil.which(b) for b in runtime.ALERTMANAGER_BINARIES),
-    reason="needs the prometheus and alertmanager binaries",
-)
+pytestmark = pytest.mark.needs("prometheus", "alertmanager")
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = "1s"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -77,7 +76,7 @@ def test_broken_source_gives_a_clear_error(tmp_path: Path) -> None:
         runtime.prepare(Project(REPO, {}), tmp_path, alerting_file=bad, variables=VARIABLES)
 
 
-@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool is not installed")
+@pytest.mark.needs("amtool")
 def test_generated_alertmanager_config_passes_amtool(files: runtime.AlertingFiles) -> None:
     out = subprocess.run(
         ["amtool", "check-config", str(files.alertmanager_config)], capture_output=True, text=True, timeout=30
@@ -85,7 +84,7 @@ def test_generated_alertmanager_config_passes_amtool(files: runtime.AlertingFile
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+@pytest.mark.needs("promtool")
 def test_prometheus_config_with_alerting_passes_promtool(files: runtime.AlertingFiles, tmp_path: Path) -> None:
     base = Project(REPO, {}).load_yaml("infra/observability/prometheus.yml")
     cfg = runtime.add_alerting(base, rule_files=[files.rules_file], alertmanagers=["127.0.0.1:9093"])
@@ -203,9 +202,7 @@ def test_unknown_time_interval_name_is_an_error(files: runtime.AlertingFiles) ->
         runtime.named_interval_active(files.config, "nope", datetime.now(UTC))
 
 
-needs_alertmanager = pytest.mark.skipif(
-    not any(shutil.which(b) for b in runtime.ALERTMANAGER_BINARIES), reason="alertmanager is not installed"
-)
+needs_alertmanager = pytest.mark.needs("alertmanager")
 
 
 @needs_alertmanager
@@ -234,7 +231,7 @@ def test_a_config_alertmanager_rejects_is_a_clear_error_with_its_log(files: runt
     assert "nobody" in str(err.value)
 
 
-@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool is not installed")
+@pytest.mark.needs("amtool")
 def test_undelivered_mode_keeps_routes_and_drops_every_integration(tmp_path: Path) -> None:
     """Without Slack/e-mail settings `up` still evaluates and routes alerts, and sends nothing."""
     project = Project.discover(Path(__file__).parent, environ={})

@@ -229,7 +229,7 @@ def _amtool(tmp_path: Path, cfg: dict[str, Any], *args: str) -> subprocess.Compl
     )
 
 
-@pytest.mark.skipif(find_tool("amtool") is None, reason="amtool not on PATH")
+@pytest.mark.needs("amtool")
 def test_real_file_routes_with_amtool(tmp_path: Path) -> None:
     cfg = translate(real_doc(), VARS).alertmanager_config
     assert _amtool(tmp_path, cfg, "check-config").returncode == 0
@@ -239,14 +239,14 @@ def test_real_file_routes_with_amtool(tmp_path: Path) -> None:
     assert warn.stdout.strip() == "slack-llm-alerts"
 
 
-@pytest.mark.skipif(find_tool("amtool") is None, reason="amtool not on PATH")
+@pytest.mark.needs("amtool")
 def test_empty_slack_url_is_caught_by_amtool(tmp_path: Path) -> None:
     cfg = translate(real_doc(), {**VARS, env.AMTP_SLACK_WEBHOOK_URL: ""}).alertmanager_config
     res = _amtool(tmp_path, cfg, "check-config")
     assert res.returncode != 0 and "slack" in (res.stdout + res.stderr).lower()
 
 
-@pytest.mark.skipif(find_tool("promtool") is None, reason="promtool not on PATH")
+@pytest.mark.needs("promtool")
 def test_real_rule_fires_after_for_with_promtool(tmp_path: Path) -> None:
     rules = copy.deepcopy(translate(real_doc(), VARS, for_override="1m").prometheus_rules)
     for g in rules["groups"]:

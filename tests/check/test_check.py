@@ -20,8 +20,8 @@ PROM = proj.PROMETHEUS_CONFIG.as_posix()
 DASHBOARD = (proj.DASHBOARDS_DIR / "llm-token-accounting.json").as_posix()
 DATASOURCES = (proj.DATASOURCES_DIR / "datasources.yaml").as_posix()
 
-needs_promtool = pytest.mark.skipif(find_tool("promtool") is None, reason="promtool not on PATH")
-needs_amtool = pytest.mark.skipif(find_tool("amtool") is None, reason="amtool not on PATH")
+needs_promtool = pytest.mark.needs("promtool")
+needs_amtool = pytest.mark.needs("amtool")
 
 
 def errors(root: Path, *only: str, strict: bool = False) -> list[str]:
@@ -246,7 +246,7 @@ def test_tempo_generator_without_storage_path(stack_copy: Path, edit: Callable[[
 # --- the external validators, each on a broken copy ---------------------------------------------
 
 
-@pytest.mark.skipif(find_tool("check-jsonschema") is None, reason="check-jsonschema not installed")
+@pytest.mark.needs("check-jsonschema")
 def test_compose_schema(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
     edit(proj.COMPOSE_FILE, "condition: service_healthy", "condition: service_happy")
     found = errors(stack_copy, "compose-schema")
@@ -254,28 +254,28 @@ def test_compose_schema(stack_copy: Path, edit: Callable[[str, str, str], None])
     assert any("service_happy" in e for e in found), found
 
 
-@pytest.mark.skipif(find_tool("docker-compose") is None, reason="docker-compose not on PATH")
+@pytest.mark.needs("docker-compose")
 def test_compose_config(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
     edit(proj.COMPOSE_FILE, "      amtp-prometheus:\n        condition", "      amtp-prom:\n        condition")
     found = errors(stack_copy, "compose-config")
     assert any("amtp-prom" in e and "undefined" in e for e in found), found
 
 
-@pytest.mark.skipif(find_tool("actionlint") is None, reason="actionlint not installed")
+@pytest.mark.needs("actionlint")
 def test_actionlint(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
     edit(".github/workflows/ci-cd.yml", "needs: healthcheck", "needs: health-check")
     found = errors(stack_copy, "actionlint")
     assert any(e.startswith(".github/workflows/ci-cd.yml:") and "health-check" in e for e in found), found
 
 
-@pytest.mark.skipif(find_tool("yamllint") is None, reason="yamllint not installed")
+@pytest.mark.needs("yamllint")
 def test_yamllint_duplicate_key(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
     edit(PROM, "  scrape_interval: 15s\n", "  scrape_interval: 15s\n  scrape_interval: 30s\n")
     found = errors(stack_copy, "yamllint")
     assert any(e.startswith(f"{PROM}:") and 'duplication of key "scrape_interval"' in e for e in found), found
 
 
-@pytest.mark.skipif(find_tool("shellcheck") is None, reason="shellcheck not on PATH")
+@pytest.mark.needs("shellcheck")
 def test_shellcheck(stack_copy: Path) -> None:
     script = stack_copy / proj.BOOTSTRAP_SCRIPT
     script.write_text(script.read_text() + "\nrm -rf $UNQUOTED_DIR/cache\n")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import shutil
 import socket
 import struct
 import subprocess
@@ -35,8 +34,10 @@ from amtp_obs.collector.prometheus_naming import normalize_label
 from amtp_obs.dashboard import DashboardSettings
 from amtp_obs.net import free_port
 from amtp_obs.project import ALERTING_FILE, Project
+from amtp_obs.testing import tools
+from amtp_obs.tools import find_tool
 
-PROMETHEUS = shutil.which("prometheus")
+PROMETHEUS = find_tool("prometheus")
 REPO = Path(__file__).resolve().parents[2]
 
 SERVICES = ("agent-alpha", "agent-beta")
@@ -175,8 +176,8 @@ def alert_titles() -> list[str]:
 @contextlib.contextmanager
 def run_prometheus(work: Path, rule_files: list[Path] | None = None) -> Iterator[Prom]:
     """The real Prometheus binary on a free loopback port, accepting remote write."""
-    if PROMETHEUS is None:
-        pytest.skip("the prometheus binary is not installed")
+    tools.gate(["prometheus"])
+    assert PROMETHEUS is not None
     work.mkdir(parents=True, exist_ok=True)
     config = {"global": {"scrape_interval": "15s", "evaluation_interval": "15s"}}
     if rule_files:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -260,11 +259,6 @@ def test_cli_reports_a_port_in_use(prometheus: Prom) -> None:
         )  # fmt: skip
     assert out.returncode == 1
     assert "OBS_GRAFANA_PORT" in out.stderr and "Traceback" not in out.stderr
-
-
-def test_chromium_available_or_skipped() -> None:
-    if shutil.which("chromium") is None:
-        pytest.skip("chromium is not installed")
 
 
 def test_broken_dashboard_files_are_listed_with_the_reason(tmp_path: Path) -> None:

@@ -28,10 +28,10 @@ from dash_helpers import (
 
 from amtp_obs.dashboard import create_app
 from amtp_obs.project import DASHBOARDS_DIR
-from amtp_obs.testing.browser import CHROMIUM, chromium
+from amtp_obs.testing.browser import chromium
 from amtp_obs.testing.browser import parse_panels as parse
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+pytestmark = pytest.mark.needs("chromium")
 UID = "llm-token-accounting"
 DASHBOARD_FILE = REPO / DASHBOARDS_DIR / f"{UID}.json"
 ARTIFACTS = REPO / "artifacts"

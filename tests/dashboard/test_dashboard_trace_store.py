@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from dash_helpers import REPO, ServerThread, make_settings, run_prometheus
 
 from amtp_obs import contract
 from amtp_obs.dashboard import create_app
 from amtp_obs.project import TEMPO_CONFIG, Project
+from amtp_obs.tempo import app as tempo_app
 
-tempo_app = pytest.importorskip("amtp_obs.tempo.app")
 UID = "llm-token-accounting"
 SERVICE = "agent-gamma"
 

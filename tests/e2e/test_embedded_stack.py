@@ -11,7 +11,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,12 +42,12 @@ from amtp_obs.project import (
 from amtp_obs.stack import cadence
 from amtp_obs.stack.state import Layout, alive, group_members, records
 from amtp_obs.stack.supervisor import ALERTMANAGER
-from amtp_obs.testing.browser import CHROMIUM, chromium, parse_panels
+from amtp_obs.testing.browser import chromium, parse_panels
 from amtp_obs.testing.poll import eventually, last_value
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary (make setup)"),
+    pytest.mark.needs("prometheus"),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -389,7 +388,7 @@ def test_verify_passes(stack: Stack) -> None:
     assert int(suite.get("tests") or 0) >= 7
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+@pytest.mark.needs("chromium")
 def test_dashboard_in_headless_chromium_after_the_demo(stack: Stack) -> None:
     """The embedded Grafana stand-in shows all seven provisioned panels with values, as a browser sees it."""
     source = json.loads((REPO / DASHBOARDS_DIR / "llm-token-accounting.json").read_text())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -80,7 +79,7 @@ def test_production_cadence_on_request_is_the_files_own(ports: dict[str, int], t
     assert not any(env.AMTP_OBS_SCRAPE_INTERVAL in n for n in notes), notes
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+@pytest.mark.needs("promtool")
 def test_a_fast_cadence_passes_promtool(ports: dict[str, int], tmp_path: Path) -> None:
     environ = {k: str(v) for k, v in ports.items()}
     environ[env.AMTP_OBS_SCRAPE_INTERVAL] = "2s"  # below the default 10s scrape_timeout

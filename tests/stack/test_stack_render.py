@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 import yaml
 
 from amtp_obs import env
+from amtp_obs.collector import config as collector_config
 from amtp_obs.project import (
     COLLECTOR_CONFIG,
     PROMETHEUS_CONFIG,
@@ -32,6 +32,7 @@ from amtp_obs.stack.render import (
 )
 from amtp_obs.stack.state import Layout
 from amtp_obs.stack.supervisor import StackError, plan, start_order
+from amtp_obs.tempo import config as tempo_config
 
 REPO = Path(__file__).resolve().parents[2]
 ADDRESS = re.compile(r"^(http://)?127\.0\.0\.1:\d+(/\S*)?$")
@@ -119,7 +120,7 @@ def test_prometheus_config_keeps_jobs_and_labels(project: Project, ports: dict[s
     assert targets["tempo"] == f"127.0.0.1:{ports[env.OBS_TEMPO_HTTP_PORT]}"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+@pytest.mark.needs("promtool")
 def test_rendered_prometheus_config_passes_promtool(project: Project, tmp_path: Path) -> None:
     stack = plan(project, Layout(tmp_path))
     cfg = stack.get(SERVICE_PROMETHEUS).config_path
@@ -157,9 +158,8 @@ def test_prometheus_argv_rewrites_paths_and_drops_unknown_flags(
     assert args.argv[-1].startswith("--web.listen-address=127.0.0.1:")
 
 
+@pytest.mark.needs("prometheus")
 def test_real_prometheus_command_keeps_compose_flags(project: Project, ports: dict[str, int], tmp_path: Path) -> None:
-    if shutil.which("prometheus") is None:
-        pytest.skip("prometheus not installed")
     stack = plan(project, Layout(tmp_path))
     sp = stack.get(SERVICE_PROMETHEUS)
     compose_flags = [
@@ -230,7 +230,7 @@ def test_alerting_without_its_variables_routes_but_does_not_deliver(project: Pro
     assert all(set(r) == {"name"} for r in am_config["receivers"])
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+@pytest.mark.needs("promtool")
 def test_alerting_adds_alertmanager_and_rules(ports: dict[str, int], tmp_path: Path) -> None:
     environ = {k: str(v) for k, v in ports.items()}
     environ[env.AMTP_SLACK_WEBHOOK_URL] = "http://127.0.0.1:9/slack"  # discard port: never delivered
@@ -252,9 +252,6 @@ def test_alerting_adds_alertmanager_and_rules(ports: dict[str, int], tmp_path: P
 
 def test_rendered_configs_pass_the_components_own_validation(project: Project, tmp_path: Path) -> None:
     """The collector and the trace store accept the copies exactly as they accept the originals."""
-    collector_config = pytest.importorskip("amtp_obs.collector.config")
-    tempo_config = pytest.importorskip("amtp_obs.tempo.config")
-
     stack = plan(project, Layout(tmp_path))
     for name, module in ((SERVICE_COLLECTOR, collector_config), (SERVICE_TEMPO, tempo_config)):
         path = stack.get(name).config_path

@@ -24,9 +24,8 @@ def test_substitute_macros_and_variables() -> None:
 
 
 def test_every_provisioned_panel_query_parses(project: Project) -> None:
+    assert project.dashboards(), "the project provisions no dashboard"
     queries = panel_queries(project)
-    if not project.dashboards():
-        return
     assert queries, "dashboards exist but no panel query was found"
     kinds = {q.kind for q in queries}
     assert "prometheus" in kinds

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +22,10 @@ from amtp_obs.tempo import TempoApp, remote_write
 from amtp_obs.tempo.config import load_config
 from amtp_obs.tempo.generator import MetricsGenerator, dimension_label, format_float
 from amtp_obs.tempo.metrics import TempoMetrics
+from amtp_obs.tools import find_tool
 
-PROMETHEUS = shutil.which("prometheus")
-needs_prometheus = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus binary not installed")
+PROMETHEUS = find_tool("prometheus")
+needs_prometheus = pytest.mark.needs("prometheus")
 
 
 class Prometheus:

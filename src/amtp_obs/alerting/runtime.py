@@ -17,7 +17,6 @@ import calendar
 import copy
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,8 +32,9 @@ import yaml
 from amtp_obs import env
 from amtp_obs.alerting.translate import TranslationError, translate
 from amtp_obs.project import ALERTING_FILE, Project, ProjectError
+from amtp_obs.tools import find_tool, names_of
 
-ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
+ALERTMANAGER_BINARIES = names_of("alertmanager")
 """Debian installs Alertmanager as ``prometheus-alertmanager``; upstream tarballs as ``alertmanager``."""
 ALERTING_SUBDIR = "alerting"
 RULES_FILE_NAME = "rules.yml"
@@ -61,10 +61,9 @@ class AlertingFiles:
 
 def find_alertmanager() -> str:
     """Path of the Alertmanager binary, or a clear error saying how to install it."""
-    for name in ALERTMANAGER_BINARIES:
-        path = shutil.which(name)
-        if path:
-            return path
+    path = find_tool("alertmanager")
+    if path:
+        return path
     raise AlertingRuntimeError(
         "no Alertmanager binary on PATH (looked for " + ", ".join(ALERTMANAGER_BINARIES) + "); "
         "install it, e.g. `apt-get install prometheus-alertmanager`"

@@ -24,6 +24,7 @@ import yaml
 
 from amtp_obs import project as proj
 from amtp_obs.project import ProjectError, parse_env_file
+from amtp_obs.tools import find_tool
 
 TOOL_TIMEOUT_S = 30.0
 """Upper bound for one validator run; every real one finishes in well under a second."""
@@ -91,15 +92,6 @@ def check(name: str, description: str) -> Callable[[CheckFunc], CheckFunc]:
 # ---------------------------------------------------------------------------------------------
 # Tools
 # ---------------------------------------------------------------------------------------------
-
-
-def find_tool(name: str) -> str | None:
-    """A validator on PATH, else next to the running interpreter (the venv's bin holds pip tools)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    local = Path(sys.executable).parent / name
-    return str(local) if local.is_file() else None
 
 
 @dataclass(frozen=True)

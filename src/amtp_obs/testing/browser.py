@@ -6,12 +6,13 @@ component updates, a fresh profile per call.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from amtp_obs.tools import find_tool
+
+CHROMIUM = find_tool("chromium")
 
 
 def chromium(url: str, profile_dir: Path, *args: str, budget_ms: int = 3000, timeout: float = 90) -> str:
