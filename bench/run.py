@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                    # all of them (about 5 minutes)
     .venv/bin/python bench/run.py --only sdk,store   # a subset
     .venv/bin/python bench/run.py --quick            # a smoke run of a few seconds each (numbers meaningless)
+    .venv/bin/python bench/run.py --enforce          # exit 1 when any target is missed (a MISS row)
 
 Benchmarks (targets from issue 6):
   sdk      overhead per instrumented LLM call vs the raw OTel SDK floor, OpenLLMetry and OpenLIT
@@ -98,8 +99,17 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3g}"
 
 
+PASS, MISS, ERROR, SKIP = "PASS", "MISS", "ERROR", "SKIP"
+
+
 def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+    return PASS if ok else MISS
+
+
+def failing(rows: list[Row], *, enforce: bool) -> list[Row]:
+    """Rows that make the run exit non-zero: a benchmark that broke always; a missed target with --enforce."""
+    words = (ERROR, MISS) if enforce else (ERROR,)
+    return [r for r in rows if any(w in r.verdict.split() for w in words)]
 
 
 def _run_json(argv: list[str], timeout: float, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -176,7 +186,7 @@ def bench_sdk(opts: Options) -> list[Row]:
         r = results.get(name)
         if r is None:
             rows.append(
-                Row("sdk", labels[name], verdict="ERROR" if "error" in errors[name] else "SKIP", detail=errors[name])
+                Row("sdk", labels[name], verdict=ERROR if "error" in errors[name] else SKIP, detail=errors[name])
             )
             continue
         us = r["overhead_ns"] / 1000
@@ -231,7 +241,7 @@ def bench_sdk(opts: Options) -> list[Row]:
             )
         )
     except Exception as exc:
-        rows.append(Row("sdk", "llm_call vs raw, no client (bench/sdk_overhead.py)", verdict="ERROR", detail=str(exc)))
+        rows.append(Row("sdk", "llm_call vs raw, no client (bench/sdk_overhead.py)", verdict=ERROR, detail=str(exc)))
     return rows
 
 
@@ -476,7 +486,7 @@ def bench_latency(opts: Options) -> list[Row]:
     if opts.verify:
         rows.append(bench_verify(opts))
     else:
-        rows.append(Row("latency", VERIFY_METRIC, verdict="SKIP", detail="--no-verify"))
+        rows.append(Row("latency", VERIFY_METRIC, verdict=SKIP, detail="--no-verify"))
     return rows
 
 
@@ -493,7 +503,7 @@ def bench_verify(opts: Options) -> Row:
             return Row(
                 "latency",
                 VERIFY_METRIC,
-                verdict="ERROR",
+                verdict=ERROR,
                 detail=f"amtp-obs up failed: {(up.stderr or up.stdout).strip()[-400:]}",
             )
         # A demo workload first (back to back, the harder case: its counters have one sample each), then
@@ -681,7 +691,7 @@ def render(rows: list[Row], console: Console) -> None:
     for col in ("benchmark", "metric", "median", "p95", "p99", "unit", "target", "verdict"):
         table.add_column(col, overflow="fold", justify="right" if col in ("median", "p95", "p99") else "left")
     for r in rows:
-        style = {"PASS": "green", "MISS": "red", "ERROR": "red", "SKIP": "yellow"}
+        style = {PASS: "green", MISS: "red", ERROR: "red", SKIP: "yellow"}
         color = next((c for k, c in style.items() if k in r.verdict), None)
         verdict = f"[{color}]{r.verdict}[/{color}]" if color else r.verdict
         table.add_row(r.benchmark, r.metric, _fmt(r.median), _fmt(r.p95), _fmt(r.p99), r.unit, r.target, verdict)
@@ -698,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, no .venv-bench install")
     ap.add_argument("--no-verify", action="store_true", help="skip the `amtp-obs up/verify/down` timing")
     ap.add_argument("--output", type=Path, default=RESULTS_FILE, help="where the JSON results go")
+    ap.add_argument("--enforce", action="store_true", help="exit 1 when any target is missed (not only on errors)")
     args = ap.parse_args(argv)
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = [b for b in chosen if b not in RUNNERS]
@@ -721,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 rows.extend(RUNNERS[name](opts))
             except Exception as exc:
-                rows.append(Row(name, "(benchmark failed)", verdict="ERROR", detail=f"{type(exc).__name__}: {exc}"))
+                rows.append(Row(name, "(benchmark failed)", verdict=ERROR, detail=f"{type(exc).__name__}: {exc}"))
             console.print(f"  {name} took {time.monotonic() - t0:.0f}s")
     render(rows, console)
     doc = {
@@ -734,7 +745,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, indent=2, default=str))
     console.print(f"results written to {args.output}")
-    return 1 if any(r.verdict == "ERROR" for r in rows) else 0
+    bad = failing(rows, enforce=args.enforce)
+    for r in bad:
+        console.print(f"[red]{r.verdict}[/red] {r.benchmark} / {r.metric} (target {r.target or '-'})", highlight=False)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
