@@ -310,3 +310,41 @@ def test_sdk_metrics_data_wrong_unit_is_caught() -> None:
     meter.create_counter("prompt_tokens", unit="token").add(1, METRIC_ATTRS)
     found = v.validate_metrics_data(mem.reader.get_metrics_data())
     assert v.WRONG_UNIT in kinds(found)
+
+
+# -- token classes (issue 9) ----------------------------------------------------------------------
+
+DETAILED = {
+    contract.LLM_TOKENS_CACHE_READ: 100,
+    contract.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 100,
+    contract.LLM_TOKENS_CACHE_CREATION: 28,
+    contract.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 28,
+    contract.LLM_TOKENS_REASONING: 64,
+    contract.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 64,
+}
+
+
+def test_detail_classes_equal_to_their_parent_are_valid() -> None:
+    assert span_violations(DETAILED) == []  # 100 + 28 = all 128 prompt tokens cached; all output reasoning
+
+
+def test_cached_tokens_beyond_the_prompt_are_double_counting() -> None:
+    found = span_violations({**DETAILED, contract.LLM_TOKENS_CACHE_CREATION: 29})
+    assert kinds(found) == [v.SEMCONV_MISMATCH, v.DETAIL_EXCEEDS_PARENT]
+    assert "= 129 exceeds 'llm.tokens.prompt' 128" in found[1].message
+
+
+def test_reasoning_beyond_the_completion_and_bad_detail_values() -> None:
+    found = span_violations({contract.LLM_TOKENS_REASONING: 65})
+    assert kinds(found) == [v.DETAIL_EXCEEDS_PARENT] and found[0].attribute == contract.LLM_TOKENS_REASONING
+    found = span_violations({contract.LLM_TOKENS_CACHE_READ: True, contract.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: -1})
+    assert kinds(found) == [v.WRONG_TYPE, v.NEGATIVE_COUNT]
+
+
+def test_detail_counters_are_optional_checked_and_parts_of_their_parent() -> None:
+    detail = [point(d.counter.instrument, 10) for d in contract.TOKEN_DETAILS]
+    assert v.validate_metric_points([*good_points(), *detail]) == []
+    assert v.validate_metric_points(detail[:1], require_all=False) == []
+    found = v.validate_metric_points([*good_points(), point(contract.CACHE_READ_TOKENS.instrument, 129, unit="")])
+    assert kinds(found) == [v.MISSING_UNIT, v.DETAIL_EXCEEDS_PARENT]
+    assert "exceeds prompt_tokens 128" in found[1].message

@@ -37,10 +37,10 @@ class Recorded:
         return spans[0]
 
     def counter_points(self) -> dict[str, list[tuple[dict[str, Any], int]]]:
-        """Counter name -> [(attributes, cumulative value)] of the contract's token counters."""
+        """Counter name -> [(attributes, cumulative value)] of every contract token counter."""
         out: dict[str, list[tuple[dict[str, Any], int]]] = {}
         data = self.reader.get_metrics_data()
-        names = {spec.instrument for spec in contract.TOKEN_COUNTERS}
+        names = {spec.instrument for spec in contract.ALL_TOKEN_COUNTERS}
         for rm in data.resource_metrics if data else ():
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:

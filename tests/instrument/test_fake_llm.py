@@ -9,11 +9,17 @@ import pytest
 
 from amtp_obs.testing.fake_llm import (
     ANTHROPIC_PATH,
+    HEADER_CACHE_CREATION,
+    HEADER_CACHE_READ,
     HEADER_CHUNKS,
     HEADER_ERROR,
     HEADER_FAIL_AFTER,
+    HEADER_REASONING,
+    HEADER_REPLAY,
+    HEADER_USAGE_DETAILS,
     OPENAI_PATH,
     FakeLLMServer,
+    Recording,
 )
 
 OPENAI_BODY = {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}
@@ -28,8 +34,47 @@ def test_openai_json_counts(server: FakeLLMServer) -> None:
     r = httpx.post(server.base_url + OPENAI_PATH, json=OPENAI_BODY, headers={HEADER_CHUNKS: "4"})
     assert r.status_code == 200
     body = r.json()
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    usage = body["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (3, 4, 7)
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 0  # sent as the current API sends it
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
     assert len(body["choices"][0]["message"]["content"].split()) == 4
+
+
+def test_openai_cache_and_reasoning_are_parts_of_prompt_and_completion(server: FakeLLMServer) -> None:
+    headers = {HEADER_CHUNKS: "4", HEADER_CACHE_READ: "100", HEADER_REASONING: "30"}
+    usage = httpx.post(server.base_url + OPENAI_PATH, json=OPENAI_BODY, headers=headers).json()["usage"]
+    assert usage["prompt_tokens"] == 3 + 100 and usage["prompt_tokens_details"]["cached_tokens"] == 100
+    assert usage["completion_tokens"] == 4 + 30 and usage["completion_tokens_details"]["reasoning_tokens"] == 30
+    assert usage["total_tokens"] == 103 + 34
+
+
+def test_anthropic_cache_is_reported_beside_input(server: FakeLLMServer) -> None:
+    headers = {HEADER_CACHE_READ: "100", HEADER_CACHE_CREATION: "20"}
+    usage = httpx.post(server.base_url + ANTHROPIC_PATH, json=ANTHROPIC_BODY, headers=headers).json()["usage"]
+    assert usage["input_tokens"] == 5  # excludes the cache, as Anthropic's does
+    assert (usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]) == (100, 20)
+
+
+@pytest.mark.parametrize("path", [OPENAI_PATH, ANTHROPIC_PATH])
+def test_usage_details_can_be_left_out(server: FakeLLMServer, path: str) -> None:
+    body = ANTHROPIC_BODY if path == ANTHROPIC_PATH else OPENAI_BODY
+    usage = httpx.post(server.base_url + path, json=body, headers={HEADER_USAGE_DETAILS: "0"}).json()["usage"]
+    assert set(usage) <= {"prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens"}
+
+
+def test_replay_sends_the_recording_verbatim(server: FakeLLMServer) -> None:
+    server.register("t-json", Recording(body={"hello": [1, 2]}))
+    server.register("t-sse", Recording.from_dict({"events": [{"event": "x", "data": {"a": 1}}, {"data": "[DONE]"}]}))
+    assert httpx.post(server.base_url + OPENAI_PATH, json=OPENAI_BODY, headers={HEADER_REPLAY: "t-json"}).json() == {
+        "hello": [1, 2]
+    }
+    r = httpx.post(
+        server.base_url + OPENAI_PATH, json={**OPENAI_BODY, "stream": True}, headers={HEADER_REPLAY: "t-sse"}
+    )
+    assert r.text == 'event: x\ndata: {"a": 1}\n\ndata: [DONE]\n\n'
+    r = httpx.post(server.base_url + OPENAI_PATH, json=OPENAI_BODY, headers={HEADER_REPLAY: "nope"})
+    assert r.status_code == 400 and "no recording named 'nope'" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("include_usage", [True, False])

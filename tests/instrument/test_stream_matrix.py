@@ -38,6 +38,10 @@ ERRORS: dict[str, tuple[str, type[Exception]]] = {
     contract.PROVIDER_OPENAI: ("429", openai.RateLimitError),
     contract.PROVIDER_ANTHROPIC: ("500", anthropic.InternalServerError),
 }
+REPORTED_DETAILS = {
+    contract.PROVIDER_OPENAI: (contract.CACHE_READ_TOKENS, contract.REASONING_TOKENS),
+    contract.PROVIDER_ANTHROPIC: (contract.CACHE_READ_TOKENS, contract.CACHE_CREATION_TOKENS),
+}
 STREAM_OUTCOMES = ("completed", "close", "context_exit", "abandoned", "http_error", "midstream_failure")
 PLAIN_OUTCOMES = ("completed", "http_error")
 CASES = [
@@ -200,11 +204,15 @@ def _assert_case(recorded: Recorded, provider: str, stream: bool, outcome: str, 
         assert attrs[contract.GEN_AI_RESPONSE_MODEL] == model
         assert attrs[contract.GEN_AI_RESPONSE_ID]
         assert list(attrs[contract.GEN_AI_RESPONSE_FINISH_REASONS]) in (["stop"], ["end_turn"])
+        # The fake vendor reports the detail classes as the current APIs do: 0 here, still recorded.
+        reported = REPORTED_DETAILS[provider]
         assert counters == {
             contract.PROMPT_TOKENS.instrument: 4,
             contract.COMPLETION_TOKENS.instrument: CHUNKS,
             contract.TOTAL_TOKENS.instrument: 4 + CHUNKS,
+            **{spec.instrument: 0 for spec in reported},
         }
+        assert all(attrs[d.attribute] == 0 for d in contract.TOKEN_DETAILS if d.counter in reported)
         for points in recorded.counter_points().values():
             assert [p for p, _ in points] == [
                 {contract.LLM_MODEL: model, contract.LLM_PROVIDER: provider, contract.GEN_AI_SYSTEM: provider}

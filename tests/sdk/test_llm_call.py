@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from typing import Any
 
@@ -317,4 +318,61 @@ def test_decorator_without_usage_and_with_a_broken_extractor(mem: InMemoryTeleme
     for span in mem.spans(contract.SPAN_LLM_COMPLETION):
         assert span.attributes[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE
         assert span.status.status_code is StatusCode.UNSET
+    assert mem.counter_values() == {}
+
+
+# ------------------------------------------------------------------ token classes (issue 9)
+def test_detail_classes_are_recorded_beside_their_parents(mem: InMemoryTelemetry) -> None:
+    with llm_call("openai", "gpt-4o") as call:
+        call.set_usage(1000, 300, cache_read_tokens=800, cache_creation_tokens=0, reasoning_tokens=120)
+    a = _one(mem).attributes
+    assert (a[contract.LLM_TOKENS_PROMPT], a[contract.LLM_TOKENS_COMPLETION], a[contract.LLM_TOKENS_TOTAL]) == (
+        1000,
+        300,
+        1300,
+    )  # the parts are not added to the whole a second time
+    for detail, value in zip(contract.TOKEN_DETAILS, (800, 0, 120), strict=True):
+        assert a[detail.attribute] == a[detail.semconv_attribute] == value
+    assert validate_readable_span(_one(mem)) == []
+    assert mem.counter_values() == {
+        "prompt_tokens": {KEY: 1000},
+        "completion_tokens": {KEY: 300},
+        "total_tokens": {KEY: 1300},
+        "cache_read_tokens": {KEY: 800},
+        "cache_creation_tokens": {KEY: 0},  # reported 0 is a fact: the series exists
+        "reasoning_tokens": {KEY: 120},
+    }
+    assert validate_metric_points(mem.points()) == []
+
+
+def test_unreported_classes_are_absent_not_zero(mem: InMemoryTelemetry) -> None:
+    with llm_call("anthropic", "claude") as call:
+        call.set_usage(10, 5, cache_read_tokens=4)
+    a = _one(mem).attributes
+    assert a[contract.LLM_TOKENS_CACHE_READ] == 4
+    assert contract.LLM_TOKENS_CACHE_CREATION not in a and contract.LLM_TOKENS_REASONING not in a
+    assert set(mem.counter_values()) == {"prompt_tokens", "completion_tokens", "total_tokens", "cache_read_tokens"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"cache_read_tokens": 8, "cache_creation_tokens": 3}, "exceed prompt tokens (10)"),
+        ({"reasoning_tokens": 6}, "exceed completion tokens (5)"),
+    ],
+)
+def test_a_class_larger_than_its_parent_is_refused(mem: InMemoryTelemetry, kwargs: dict[str, int], needle: str) -> None:
+    with llm_call("openai", "gpt-4o") as call:
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            call.set_usage(10, 5, **kwargs)
+        call.set_usage(10, 5)  # the refused values left nothing behind
+    assert contract.LLM_TOKENS_CACHE_READ not in _one(mem).attributes
+
+
+def test_details_without_usage_are_shown_but_not_counted(mem: InMemoryTelemetry) -> None:
+    with llm_call("openai", "gpt-4o") as call:
+        call.set_usage(None, 5, cache_read_tokens=3)
+    a = _one(mem).attributes
+    assert a[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE
+    assert a[contract.LLM_TOKENS_CACHE_READ] == 3
     assert mem.counter_values() == {}

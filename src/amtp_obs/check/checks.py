@@ -291,7 +291,7 @@ def contract_names(ctx: Context) -> Iterator[Finding]:
                 )
     m = model(ctx)
     names = m.names()
-    for spec in contract.TOKEN_COUNTERS:
+    for spec in contract.ALL_TOKEN_COUNTERS:
         if spec.prometheus_name in names:
             continue
         origin = f"contract counter {spec.instrument}"

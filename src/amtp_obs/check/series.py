@@ -307,7 +307,7 @@ def _collector_series(
             point_attrs = {normalize_label(k): v for k, v in attrs.items()}
 
             ex = _Exported(model, scraped_by, resource, point_attrs, open_labels)
-            for spec in contract.TOKEN_COUNTERS:
+            for spec in contract.ALL_TOKEN_COUNTERS:
                 name = build_metric_name(
                     spec.instrument,
                     spec.unit,

@@ -75,6 +75,18 @@ SEMCONV_SPAN_ATTRIBUTES: Final[dict[str, type]] = {
 }
 """GenAI semconv attributes the SDK sets on every ``llm.completion`` span whose usage is known."""
 
+# Token classes beyond prompt/completion (issue 9), set when the vendor reports them. Each is a
+# SUBSET of prompt or completion (see TOKEN_DETAILS below): never added to them a second time.
+LLM_TOKENS_CACHE_READ: Final = "llm.tokens.cache_read"
+"""Input tokens served from the provider's prompt cache (part of ``llm.tokens.prompt``)."""
+LLM_TOKENS_CACHE_CREATION: Final = "llm.tokens.cache_creation"
+"""Input tokens written to the provider's prompt cache (part of ``llm.tokens.prompt``)."""
+LLM_TOKENS_REASONING: Final = "llm.tokens.reasoning"
+"""Output tokens spent on hidden reasoning (part of ``llm.tokens.completion``)."""
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+
 # Where the token counts came from: the vendor's usage block, our estimate, or nowhere.
 LLM_TOKENS_PROVENANCE: Final = "llm.tokens.provenance"
 PROVENANCE_REPORTED: Final = "reported"
@@ -116,6 +128,64 @@ COMPLETION_TOKENS: Final = CounterSpec(
 )
 TOTAL_TOKENS: Final = CounterSpec("total_tokens", TOKEN_UNIT, "Prompt plus completion tokens", "llm_total_tokens_total")
 TOKEN_COUNTERS: Final = (PROMPT_TOKENS, COMPLETION_TOKENS, TOTAL_TOKENS)
+"""The three counters every counted call adds to (the design's contract; verify and checks require them)."""
+
+CACHE_READ_TOKENS: Final = CounterSpec(
+    "cache_read_tokens",
+    TOKEN_UNIT,
+    "Prompt tokens read from the provider's prompt cache (included in prompt_tokens)",
+    "llm_cache_read_tokens_total",
+)
+CACHE_CREATION_TOKENS: Final = CounterSpec(
+    "cache_creation_tokens",
+    TOKEN_UNIT,
+    "Prompt tokens written to the provider's prompt cache (included in prompt_tokens)",
+    "llm_cache_creation_tokens_total",
+)
+REASONING_TOKENS: Final = CounterSpec(
+    "reasoning_tokens",
+    TOKEN_UNIT,
+    "Completion tokens spent on reasoning (included in completion_tokens)",
+    "llm_reasoning_tokens_total",
+)
+TOKEN_DETAIL_COUNTERS: Final = (CACHE_READ_TOKENS, CACHE_CREATION_TOKENS, REASONING_TOKENS)
+"""Counters added to only when the vendor reports the class (a reported 0 is added: it is a fact)."""
+ALL_TOKEN_COUNTERS: Final = TOKEN_COUNTERS + TOKEN_DETAIL_COUNTERS
+"""Every token class, in this order: prompt, completion, total, cache read, cache creation, reasoning."""
+
+
+@dataclass(frozen=True)
+class TokenDetail:
+    """One token class that is a subset of prompt or completion: its counter, span names and parent."""
+
+    counter: CounterSpec
+    attribute: str
+    """The contract's span attribute (``llm.tokens.*``)."""
+    semconv_attribute: str
+    """The GenAI semantic-convention span attribute (``gen_ai.usage.*``)."""
+    part_of: CounterSpec
+    """PROMPT_TOKENS or COMPLETION_TOKENS: the class this one is included in."""
+
+
+TOKEN_DETAILS: Final = (
+    TokenDetail(CACHE_READ_TOKENS, LLM_TOKENS_CACHE_READ, GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, PROMPT_TOKENS),
+    TokenDetail(
+        CACHE_CREATION_TOKENS, LLM_TOKENS_CACHE_CREATION, GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, PROMPT_TOKENS
+    ),
+    TokenDetail(REASONING_TOKENS, LLM_TOKENS_REASONING, GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, COMPLETION_TOKENS),
+)
+"""The one definition of token accounting (docs/instrumentation.md, "Token classes"):
+
+* prompt = ALL input tokens the vendor billed, cached ones included. OpenAI's ``prompt_tokens``
+  already includes ``prompt_tokens_details.cached_tokens``; Anthropic's ``input_tokens`` excludes
+  the cache, so prompt = ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``.
+* completion = ALL output tokens, reasoning included (OpenAI's ``completion_tokens`` already
+  includes ``completion_tokens_details.reasoning_tokens``).
+* total = prompt + completion.
+* cache read + cache creation <= prompt and reasoning <= completion: the detail classes are subsets,
+  shown beside their parent, never added to it again. Uncached input = prompt - cache read -
+  cache creation; visible output = completion - reasoning.
+"""
 
 REQUIRED_METRIC_ATTRIBUTES: Final = (LLM_MODEL, LLM_PROVIDER, GEN_AI_SYSTEM)
 """Attributes every contract counter data point carries."""
@@ -180,9 +250,6 @@ PROVIDER_OPENAI: Final = "openai"
 PROVIDER_ANTHROPIC: Final = "anthropic"
 """``llm.provider`` / ``gen_ai.system`` value of the Anthropic client instrumentation."""
 
-# GenAI semconv names for prompt-cache usage (Anthropic reports them; they are part of the prompt).
-GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
-GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
 
 # --------------------------------------------------------------------------------------------
 # Pipeline verification (apps/otel-verify/verify_trace.py; self-contained, so tests pin its

@@ -32,6 +32,7 @@ NOT_MONOTONIC_SUM: Final = "not_monotonic_sum"
 DECREASING_COUNTER: Final = "decreasing_counter"
 MISSING_COUNTER: Final = "missing_counter"
 MISSING_SERIES: Final = "missing_series"
+DETAIL_EXCEEDS_PARENT: Final = "detail_exceeds_parent"
 
 TOKEN_ATTRIBUTES: Final = (
     contract.LLM_TOKENS_PROMPT,
@@ -178,6 +179,8 @@ def validate_span(name: str, attributes: Mapping[str, Any], *, kind: Any = None)
         if pair is not None and pair[0] != pair[1]:
             add(SEMCONV_MISMATCH, f"{semconv!r} is {pair[1]} but {ours!r} is {pair[0]}", semconv)
 
+    out.extend(_detail_violations(name, attributes, ints))
+
     model, req_model = attributes.get(contract.LLM_MODEL), attributes.get(contract.GEN_AI_REQUEST_MODEL)
     if isinstance(model, str) and isinstance(req_model, str) and model != req_model:
         add(
@@ -185,6 +188,51 @@ def validate_span(name: str, attributes: Mapping[str, Any], *, kind: Any = None)
             f"{contract.GEN_AI_REQUEST_MODEL!r} is {req_model!r} but {contract.LLM_MODEL!r} is {model!r}",
             contract.GEN_AI_REQUEST_MODEL,
         )
+    return out
+
+
+def _detail_violations(name: str, attributes: Mapping[str, Any], ints: Any) -> list[Violation]:
+    """Cache read / cache creation / reasoning: counts, equal GenAI twins, and parts of their parent."""
+    out: list[Violation] = []
+
+    def add(vkind: str, message: str, attribute: str) -> None:
+        out.append(Violation(vkind, name, f"span {name!r}: {message}", attribute))
+
+    for detail in contract.TOKEN_DETAILS:
+        for attr in (detail.attribute, detail.semconv_attribute):
+            value = attributes.get(attr)
+            if value is None:
+                continue
+            if not _has_type(value, int):
+                add(WRONG_TYPE, f"attribute {attr!r} must be int, got {_type_name(value)} {value!r}", attr)
+            elif value < 0:
+                add(NEGATIVE_COUNT, f"attribute {attr!r} is negative ({value})", attr)
+        pair = ints(detail.attribute, detail.semconv_attribute)
+        if pair is not None and pair[0] != pair[1]:
+            add(
+                SEMCONV_MISMATCH,
+                f"{detail.semconv_attribute!r} is {pair[1]} but {detail.attribute!r} is {pair[0]}",
+                detail.semconv_attribute,
+            )
+    for parent, parent_attr in (
+        (contract.PROMPT_TOKENS, contract.LLM_TOKENS_PROMPT),
+        (contract.COMPLETION_TOKENS, contract.LLM_TOKENS_COMPLETION),
+    ):
+        whole = attributes.get(parent_attr)
+        parts = [d.attribute for d in contract.TOKEN_DETAILS if d.part_of == parent]
+        values = [attributes.get(a) for a in parts]
+        known = [(a, v) for a, v in zip(parts, values, strict=True) if _has_type(v, int)]
+        if not _has_type(whole, int) or not known:
+            continue
+        total = sum(v for _, v in known)
+        if total > whole:
+            listed = " + ".join(f"{a!r} {v}" for a, v in known)
+            add(
+                DETAIL_EXCEEDS_PARENT,
+                f"{listed} = {total} exceeds {parent_attr!r} {whole}: the detail classes are parts of "
+                f"{parent_attr!r} (which includes them), never more than it",
+                known[0][0],
+            )
     return out
 
 
@@ -320,13 +368,15 @@ def _key(d: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def validate_metric_points(points: Iterable[PointLike], *, require_all: bool = True) -> list[Violation]:
-    """Violations of the three token counters among ``points`` (other metrics are ignored).
+    """Violations of the contract's token counters among ``points`` (other metrics are ignored).
 
     Points are read in arrival order: a cumulative series that goes down is reported, and the
     total == prompt + completion check uses the latest value of each (resource, attributes) series.
-    ``require_all`` reports a contract counter that has no point at all.
+    ``require_all`` reports one of the three required counters that has no point at all (the detail
+    classes - cache read/creation, reasoning - exist only where a vendor reports them).
     """
-    specs = {s.instrument: s for s in contract.TOKEN_COUNTERS}
+    specs = {s.instrument: s for s in contract.ALL_TOKEN_COUNTERS}
+    required = [s.instrument for s in contract.TOKEN_COUNTERS]
     out: list[Violation] = []
     reported: set[tuple[str, str]] = set()  # (metric, kind): report unit/type problems once
     latest: dict[str, dict[tuple[Any, Any], tuple[float | None, dict[str, Any]]]] = {n: {} for n in specs}
@@ -370,7 +420,8 @@ def validate_metric_points(points: Iterable[PointLike], *, require_all: bool = T
         latest[p.metric][key] = (p.value, p.attributes)
 
     if require_all:
-        for name, spec in specs.items():
+        for name in required:
+            spec = specs[name]
             if not latest[name]:
                 add(MISSING_COUNTER, name, f"no data point (unit {spec.unit!r}, a counter) was exported")
 
@@ -388,8 +439,8 @@ def validate_metric_points(points: Iterable[PointLike], *, require_all: bool = T
             if key in series
         }
         attrs = next(iter(present.values()))[1]
-        if len(present) < 3 and all(latest[n] for n in specs):
-            absent = [n for n in specs if n not in present]
+        if len(present) < 3 and all(latest[n] for n in required):
+            absent = [n for n in required if n not in present]
             add(
                 MISSING_SERIES,
                 absent[0],
@@ -405,6 +456,18 @@ def validate_metric_points(points: Iterable[PointLike], *, require_all: bool = T
                 contract.TOTAL_TOKENS.instrument,
                 f"series {attrs}: total {t:g} != prompt {p:g} + completion {c:g} = {p + c:g}",
             )
+    for parent in (contract.PROMPT_TOKENS, contract.COMPLETION_TOKENS):
+        parts = [d.counter.instrument for d in contract.TOKEN_DETAILS if d.part_of == parent]
+        for key, (whole, attrs) in latest[parent.instrument].items():
+            values = [latest[n][key][0] for n in parts if key in latest[n]]
+            total = sum(v for v in values if v is not None)
+            if whole is not None and values and total > whole:
+                add(
+                    DETAIL_EXCEEDS_PARENT,
+                    parts[0],
+                    f"series {attrs}: {' + '.join(parts)} = {total:g} exceeds {parent.instrument} {whole:g}"
+                    " (the detail classes are parts of it)",
+                )
     return out
 
 
@@ -421,6 +484,7 @@ def validate_metrics_data(data: Any, *, require_all: bool = True) -> list[Violat
 __all__ = [
     "BAD_PROVENANCE",
     "DECREASING_COUNTER",
+    "DETAIL_EXCEEDS_PARENT",
     "MISSING_ATTRIBUTE",
     "MISSING_COUNTER",
     "MISSING_SERIES",

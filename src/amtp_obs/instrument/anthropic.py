@@ -1,8 +1,9 @@
 """The Anthropic client: ``messages.create``/``.parse`` and the ``messages.stream(...)`` helper.
 
 Usage: ``input_tokens`` plus the prompt-cache tokens (``cache_read_input_tokens``,
-``cache_creation_input_tokens``) make the prompt count, as the GenAI semantic conventions ask; the
-cache parts are also recorded on their own attributes. In a stream, ``message_start`` carries the
+``cache_creation_input_tokens``) make the prompt count (contract.TOKEN_DETAILS: Anthropic's
+``input_tokens`` excludes the cache); the cache parts are also recorded as their own classes when
+reported. In a stream, ``message_start`` carries the
 input usage and ``message_delta`` the (cumulative) output usage; usage counts as reported only once
 ``message_delta`` arrived, so a stream closed or broken before it records provenance ``unavailable``.
 """
@@ -31,20 +32,22 @@ _SYNC_MANAGER_REQUEST = "_MessageStreamManager__api_request"
 _ASYNC_MANAGER_REQUEST = "_AsyncMessageStreamManager__api_request"
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _int(value: Any) -> int | None:
+    """A reported count, or None (absent, null, or not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _set_usage(call: LLMCall, input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int) -> None:
+def _set_usage(
+    call: LLMCall, input_tokens: int | None, output_tokens: int, cache_read: int | None, cache_creation: int | None
+) -> None:
+    """Prompt = uncached input + cache read + cache creation; the cache classes only when reported."""
     call.set_usage(
-        input_tokens + cache_read + cache_creation,
+        (input_tokens or 0) + (cache_read or 0) + (cache_creation or 0),
         output_tokens,
+        cache_read_tokens=cache_read,
+        cache_creation_tokens=cache_creation,
         provenance=contract.PROVENANCE_REPORTED,
     )
-    if cache_read:
-        call.set_attribute(contract.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read)
-    if cache_creation:
-        call.set_attribute(contract.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation)
 
 
 def _texts(blocks: Any) -> list[str]:
@@ -58,9 +61,9 @@ class AnthropicAccumulator:
         self.model: str | None = None
         self.response_id: str | None = None
         self.stop_reason: str | None = None
-        self.input_tokens = 0
-        self.cache_read = 0
-        self.cache_creation = 0
+        self.input_tokens: int | None = None
+        self.cache_read: int | None = None
+        self.cache_creation: int | None = None
         self.output_tokens: int | None = None
         self.text: list[str] = []
 
@@ -73,8 +76,8 @@ class AnthropicAccumulator:
             usage = getattr(message, "usage", None)
             if usage is not None:
                 self.input_tokens = _int(usage.input_tokens)
-                self.cache_read = _int(getattr(usage, "cache_read_input_tokens", 0))
-                self.cache_creation = _int(getattr(usage, "cache_creation_input_tokens", 0))
+                self.cache_read = _int(getattr(usage, "cache_read_input_tokens", None))
+                self.cache_creation = _int(getattr(usage, "cache_creation_input_tokens", None))
         elif kind == "content_block_delta":
             text = getattr(event.delta, "text", None)
             if isinstance(text, str):
@@ -85,12 +88,14 @@ class AnthropicAccumulator:
             if usage is not None:
                 self.output_tokens = _int(usage.output_tokens)
                 # Newer API versions repeat the (cumulative) input figures here: they win.
-                if isinstance(getattr(usage, "input_tokens", None), int):
-                    self.input_tokens = usage.input_tokens
-                if isinstance(getattr(usage, "cache_read_input_tokens", None), int):
-                    self.cache_read = usage.cache_read_input_tokens
-                if isinstance(getattr(usage, "cache_creation_input_tokens", None), int):
-                    self.cache_creation = usage.cache_creation_input_tokens
+                for attr, name in (
+                    ("input_tokens", "input_tokens"),
+                    ("cache_read", "cache_read_input_tokens"),
+                    ("cache_creation", "cache_creation_input_tokens"),
+                ):
+                    value = _int(getattr(usage, name, None))
+                    if value is not None:
+                        setattr(self, attr, value)
 
     def apply(self, call: LLMCall) -> None:
         call.set_response(
@@ -146,10 +151,10 @@ class AnthropicAdapter:
         if usage is not None and isinstance(getattr(usage, "output_tokens", None), int):
             _set_usage(
                 call,
-                _int(usage.input_tokens),
+                _int(getattr(usage, "input_tokens", None)),
                 usage.output_tokens,
-                _int(getattr(usage, "cache_read_input_tokens", 0)),
-                _int(getattr(usage, "cache_creation_input_tokens", 0)),
+                _int(getattr(usage, "cache_read_input_tokens", None)),
+                _int(getattr(usage, "cache_creation_input_tokens", None)),
             )
 
     def accumulator(self) -> AnthropicAccumulator:

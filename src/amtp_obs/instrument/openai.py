@@ -72,8 +72,18 @@ class OpenAIAccumulator:
         _set_usage(call, self.usage)
 
 
+def _detail(usage: Any, block: str, name: str) -> int | None:
+    """``usage.<block>.<name>`` when the API reported it (older models and compatible servers do not)."""
+    value = getattr(getattr(usage, block, None), name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _set_usage(call: LLMCall, usage: Any) -> None:
-    """Reported usage only: without a usage block the SDK records provenance ``unavailable``."""
+    """Reported usage only: without a usage block the SDK records provenance ``unavailable``.
+
+    OpenAI's ``prompt_tokens`` already includes the cached tokens and ``completion_tokens`` the
+    reasoning tokens (contract.TOKEN_DETAILS), so the details are passed as parts, not added.
+    """
     if usage is None:
         return
     prompt = getattr(usage, "prompt_tokens", None)
@@ -85,6 +95,8 @@ def _set_usage(call: LLMCall, usage: Any) -> None:
         prompt,
         completion,
         total if isinstance(total, int) else None,
+        cache_read_tokens=_detail(usage, "prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
         provenance=contract.PROVENANCE_REPORTED,
     )
 

@@ -4,9 +4,16 @@ The official clients are pointed at it (``base_url``, a dummy key, ``max_retries
 ``amtp-obs demo`` exercise the real client code over real sockets: JSON answers, SSE streams, HTTP
 errors and connections that die mid-stream. Everything is deterministic:
 
-* prompt tokens = words in the request's message texts (and ``system``), at least 1;
-* the reply has ``chunks`` words, streamed one word per content delta; completion tokens = ``chunks``;
-* Anthropic ``cache_read_input_tokens`` is reported only when asked for (so cache handling is testable).
+* prompt tokens = words in the request's message texts (and ``system``), at least 1, plus the
+  cached prefix asked for (cache read, and for Anthropic cache creation); as the vendors do, OpenAI's
+  ``prompt_tokens`` includes the cached tokens and Anthropic's ``input_tokens`` excludes them;
+* the reply has ``chunks`` words, streamed one word per content delta; completion tokens = ``chunks``
+  plus the reasoning tokens asked for (OpenAI reports them in ``completion_tokens_details``);
+* the usage detail fields (OpenAI ``*_tokens_details``, Anthropic ``cache_*_input_tokens``) are sent
+  as the current APIs send them, or left out (``usage_details=False``: older models and
+  OpenAI-compatible servers);
+* a registered recording (``register()``, header ``x-fake-llm-replay``) is replayed verbatim, so
+  tests can feed payloads recorded from the real vendors through the real clients.
 
 Knobs are server-wide attributes (defaults) or per-request headers (the ``HEADER_*`` constants), so
 one server can serve tests that want different behaviour. Bad requests get a 400 with a JSON message
@@ -36,7 +43,15 @@ HEADER_CHUNKS = "x-fake-llm-chunks"
 HEADER_FAIL_AFTER = "x-fake-llm-fail-after"
 """Abort the connection after this many SSE events (streams only)."""
 HEADER_CACHE_READ = "x-fake-llm-cache-read-tokens"
-"""Anthropic only: report this many ``cache_read_input_tokens``."""
+"""Prompt tokens read from the cache (OpenAI ``cached_tokens``, Anthropic ``cache_read_input_tokens``)."""
+HEADER_CACHE_CREATION = "x-fake-llm-cache-creation-tokens"
+"""Anthropic only: report this many ``cache_creation_input_tokens`` (OpenAI reports no cache writes)."""
+HEADER_REASONING = "x-fake-llm-reasoning-tokens"
+"""OpenAI only: report this many ``completion_tokens_details.reasoning_tokens`` (part of the completion)."""
+HEADER_USAGE_DETAILS = "x-fake-llm-usage-details"
+"""``0``: leave the usage detail fields out (a response without cache or reasoning detail); ``1``: send them."""
+HEADER_REPLAY = "x-fake-llm-replay"
+"""Answer with the recording registered under this name (see :meth:`FakeLLMServer.register`)."""
 HEADER_DELAY_MS = "x-fake-llm-delay-ms"
 """Pause this many milliseconds before each SSE event after the first (a slow model)."""
 
@@ -57,20 +72,45 @@ class RecordedRequest:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """A vendor answer to replay verbatim: a JSON body, or the SSE events of a stream.
+
+    ``events`` are (event name or None, data) pairs; data is a JSON object or a raw string such as
+    OpenAI's ``[DONE]``.
+    """
+
+    body: Any = None
+    events: tuple[tuple[str | None, Any], ...] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recording:
+        """``{"body": {...}}`` or ``{"events": [{"event": name|null, "data": ...}, ...]}`` (the test files' shape)."""
+        if "events" in data:
+            return cls(events=tuple((e.get("event"), e["data"]) for e in data["events"]))
+        if "body" in data:
+            return cls(body=data["body"])
+        raise ValueError("a recording needs 'body' (a JSON answer) or 'events' (an SSE stream)")
+
+
+@dataclass(frozen=True)
 class _Plan:
     model: str
     prompt_tokens: int
+    """Words in the request (the uncached input)."""
     words: list[str]
     error: int | None
     fail_after: int | None
     cache_read: int
+    cache_creation: int
+    reasoning: int
+    usage_details: bool
     delay_ms: int
     stream: bool
     include_usage: bool
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.words)
+        return len(self.words) + self.reasoning
 
 
 def count_words(value: Any) -> int:
@@ -105,8 +145,12 @@ class FakeLLMServer:
     error_status: int | None = None
     fail_after: int | None = None
     cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
+    usage_details: bool = True
     delay_ms: int = 0
     requests: list[RecordedRequest] = field(default_factory=list, repr=False)
+    recordings: dict[str, Recording] = field(default_factory=dict, repr=False)
     _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -161,6 +205,21 @@ class FakeLLMServer:
         with self._lock:
             self.requests.clear()
 
+    def register(self, name: str, recording: Recording) -> None:
+        """Replay ``recording`` for requests that send header ``x-fake-llm-replay: <name>``."""
+        with self._lock:
+            self.recordings[name] = recording
+
+    def _recording(self, headers: Any) -> Recording | None:
+        name = headers.get(HEADER_REPLAY)
+        if name is None:
+            return None
+        with self._lock:
+            recording = self.recordings.get(name)
+        if recording is None:
+            raise BadRequest(f"header {HEADER_REPLAY}: no recording named {name!r} is registered")
+        return recording
+
     # ---------------------------------------------------------------- internals
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -194,6 +253,9 @@ class FakeLLMServer:
             error=_int_header(headers, HEADER_ERROR, self.error_status),
             fail_after=_int_header(headers, HEADER_FAIL_AFTER, self.fail_after),
             cache_read=_int_header(headers, HEADER_CACHE_READ, self.cache_read_tokens) or 0,
+            cache_creation=_int_header(headers, HEADER_CACHE_CREATION, self.cache_creation_tokens) or 0,
+            reasoning=_int_header(headers, HEADER_REASONING, self.reasoning_tokens) or 0,
+            usage_details=bool(_int_header(headers, HEADER_USAGE_DETAILS, int(self.usage_details))),
             delay_ms=_int_header(headers, HEADER_DELAY_MS, self.delay_ms) or 0,
             stream=bool(body.get("stream")),
             include_usage=isinstance(stream_options, dict) and bool(stream_options.get("include_usage")),
@@ -201,12 +263,23 @@ class FakeLLMServer:
 
 
 # -------------------------------------------------------------------- vendor payloads
-def _openai_usage(plan: _Plan) -> dict[str, int]:
-    return {
-        "prompt_tokens": plan.prompt_tokens,
+def _openai_usage(plan: _Plan) -> dict[str, Any]:
+    """OpenAI's prompt_tokens includes the cached tokens, completion_tokens the reasoning tokens."""
+    prompt = plan.prompt_tokens + plan.cache_read
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
         "completion_tokens": plan.completion_tokens,
-        "total_tokens": plan.prompt_tokens + plan.completion_tokens,
+        "total_tokens": prompt + plan.completion_tokens,
     }
+    if plan.usage_details:
+        usage["prompt_tokens_details"] = {"cached_tokens": plan.cache_read, "audio_tokens": 0}
+        usage["completion_tokens_details"] = {
+            "reasoning_tokens": plan.reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+    return usage
 
 
 def openai_completion(plan: _Plan, ident: str) -> dict[str, Any]:
@@ -258,12 +331,12 @@ def openai_chunks(plan: _Plan, ident: str) -> Iterator[dict[str, Any]]:
 
 
 def _anthropic_usage(plan: _Plan, output_tokens: int) -> dict[str, Any]:
-    return {
-        "input_tokens": plan.prompt_tokens,
-        "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": plan.cache_read,
-    }
+    """Anthropic's input_tokens excludes the cache: the cached parts are reported beside it."""
+    usage: dict[str, Any] = {"input_tokens": plan.prompt_tokens, "output_tokens": output_tokens}
+    if plan.usage_details:
+        usage["cache_creation_input_tokens"] = plan.cache_creation
+        usage["cache_read_input_tokens"] = plan.cache_read
+    return usage
 
 
 def anthropic_message(plan: _Plan, ident: str) -> dict[str, Any]:
@@ -366,8 +439,15 @@ def _make_handler(owner: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 owner._record(RecordedRequest(self.path, headers, body))
                 plan = owner._plan(body, self.headers, anthropic=anthropic)
+                recording = owner._recording(self.headers)
             except BadRequest as err:
                 self._send_json(400, _error_body(400, str(err), anthropic=anthropic))
+                return
+            if recording is not None and plan.error is None:
+                if recording.events is not None:
+                    self._stream(iter(recording.events), plan)
+                else:
+                    self._send_json(200, recording.body)
                 return
             if plan.error is not None:
                 message = f"injected error {plan.error} (header {HEADER_ERROR})"

@@ -1,4 +1,4 @@
-"""LLMCall: one LLM request as an ``llm.completion`` span plus the three token counters.
+"""LLMCall: one LLM request as an ``llm.completion`` span plus the contract's token counters.
 
 Hot-path rules (issue 6, <= 1.3x the raw OTel SDK): attribute dicts are precomputed per
 (provider, model, request type, operation, stream) and reused; nothing reads the environment or logs
@@ -35,6 +35,7 @@ _P_TOTAL = contract.LLM_TOKENS_TOTAL
 _P_IN = contract.GEN_AI_USAGE_INPUT_TOKENS
 _P_OUT = contract.GEN_AI_USAGE_OUTPUT_TOKENS
 _P_PROV = contract.LLM_TOKENS_PROVENANCE
+_DETAILS = contract.TOKEN_DETAILS  # cache read, cache creation, reasoning: in set_usage's order
 _UNAVAILABLE = contract.PROVENANCE_UNAVAILABLE
 _REPORTED = contract.PROVENANCE_REPORTED
 
@@ -83,6 +84,24 @@ def _count(value: Any) -> int | None:
     return None
 
 
+def _check_parts(
+    prompt: int | None, completion: int | None, details: tuple[int | None, int | None, int | None]
+) -> None:
+    """A detail class is a part of prompt or completion: larger than its whole means double counting."""
+    cache_read, cache_creation, reasoning = details
+    cached = (cache_read or 0) + (cache_creation or 0)
+    if prompt is not None and cached > prompt:
+        raise ValueError(
+            f"cache read ({cache_read}) + cache creation ({cache_creation}) tokens exceed prompt tokens ({prompt}):"
+            " prompt_tokens must include cached input (for Anthropic: input + cache read + cache creation)"
+        )
+    if completion is not None and reasoning is not None and reasoning > completion:
+        raise ValueError(
+            f"reasoning tokens ({reasoning}) exceed completion tokens ({completion}):"
+            " completion_tokens must include reasoning output"
+        )
+
+
 def _json_default(obj: Any) -> Any:
     dump = getattr(obj, "model_dump", None)  # pydantic models (openai/anthropic SDK types)
     if callable(dump):
@@ -114,6 +133,7 @@ class LLMCall:
 
     __slots__ = (
         "_completion",
+        "_details",
         "_extra",
         "_metric_attrs",
         "_name",
@@ -141,6 +161,7 @@ class LLMCall:
         self._prompt: int | None = None
         self._completion: int | None = None
         self._total: int | None = None
+        self._details: tuple[int | None, int | None, int | None] | None = None
         self._provenance: str | None = None
         self._extra: dict[str, Any] | None = None
         self._ttfc_set = False
@@ -183,6 +204,11 @@ class LLMCall:
                 attrs[_P_COMPLETION] = attrs[_P_OUT] = c
             if self._total is not None:
                 attrs[_P_TOTAL] = self._total
+        details = self._details
+        if details is not None:
+            for detail, value in zip(_DETAILS, details, strict=True):
+                if value is not None:
+                    attrs[detail.attribute] = attrs[detail.semconv_attribute] = value
         if self._extra:
             attrs.update(self._extra)
         if exc is not None:
@@ -200,6 +226,14 @@ class LLMCall:
             t.prompt_tokens.add(p, m, ctx)  # type: ignore[arg-type]
             t.completion_tokens.add(c, m, ctx)  # type: ignore[arg-type]
             t.total_tokens.add(total, m, ctx)
+            if details is not None:
+                cache_read, cache_creation, reasoning = details
+                if cache_read is not None:
+                    t.cache_read_tokens.add(cache_read, m, ctx)
+                if cache_creation is not None:
+                    t.cache_creation_tokens.add(cache_creation, m, ctx)
+                if reasoning is not None:
+                    t.reasoning_tokens.add(reasoning, m, ctx)
 
     @property
     def ended(self) -> bool:
@@ -236,22 +270,38 @@ class LLMCall:
         completion_tokens: int | None,
         total_tokens: int | None = None,
         *,
+        cache_read_tokens: int | None = None,
+        cache_creation_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
         provenance: str = _REPORTED,
     ) -> None:
         """Token counts for this call; the last call before end() wins.
 
-        The contract's total is always prompt + completion (a different vendor total is not used);
-        ``total_tokens`` only shows on the span when one of the other two is unknown. If either count
-        is unknown the call's provenance is ``unavailable`` and the counters are not incremented.
+        ``prompt_tokens`` is ALL input, cached tokens included, and ``completion_tokens`` ALL output,
+        reasoning included (contract.TOKEN_DETAILS): the three detail classes are parts of them,
+        recorded beside them, never added to them. Pass a detail only when the vendor reported it
+        (a reported 0 is recorded; None means not reported). The contract's total is always
+        prompt + completion (a different vendor total is not used); ``total_tokens`` only shows on
+        the span when one of the other two is unknown. If either count is unknown the call's
+        provenance is ``unavailable`` and no counter is incremented.
+
+        Raises ValueError for an unknown provenance, or a detail larger than the count it is part of.
         """
         if provenance not in _PROVENANCES:
             raise ValueError(
                 f"{contract.LLM_TOKENS_PROVENANCE} must be one of {', '.join(contract.PROVENANCE_VALUES)},"
                 f" got {provenance!r}"
             )
-        self._prompt = _count(prompt_tokens)
-        self._completion = _count(completion_tokens)
+        prompt = _count(prompt_tokens)
+        completion = _count(completion_tokens)
+        details: tuple[int | None, int | None, int | None] | None = None
+        if cache_read_tokens is not None or cache_creation_tokens is not None or reasoning_tokens is not None:
+            details = (_count(cache_read_tokens), _count(cache_creation_tokens), _count(reasoning_tokens))
+            _check_parts(prompt, completion, details)
+        self._prompt = prompt
+        self._completion = completion
         self._total = _count(total_tokens)
+        self._details = details
         self._provenance = provenance
 
     def set_response(

@@ -65,13 +65,16 @@ class Settings:
 
 @dataclass
 class Telemetry:
-    """The tracer, meter and the three contract counters every LLMCall records through."""
+    """The tracer, meter and the contract's token counters every LLMCall records through."""
 
     tracer: Tracer
     meter: Meter
     prompt_tokens: Counter
     completion_tokens: Counter
     total_tokens: Counter
+    cache_read_tokens: Counter
+    cache_creation_tokens: Counter
+    reasoning_tokens: Counter
     settings: Settings
     tracer_provider: Any = None
     meter_provider: Any = None
@@ -82,9 +85,16 @@ class Telemetry:
         return self.settings.capture_content
 
     @property
-    def counters(self) -> tuple[Counter, Counter, Counter]:
-        """In contract.TOKEN_COUNTERS order: prompt, completion, total."""
-        return (self.prompt_tokens, self.completion_tokens, self.total_tokens)
+    def counters(self) -> tuple[Counter, ...]:
+        """In contract.ALL_TOKEN_COUNTERS order: prompt, completion, total, cache read/creation, reasoning."""
+        return (
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            self.cache_read_tokens,
+            self.cache_creation_tokens,
+            self.reasoning_tokens,
+        )
 
     @classmethod
     def from_providers(
@@ -99,9 +109,9 @@ class Telemetry:
         mp = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         tracer = tp.get_tracer(contract.SCOPE_NAME, SCOPE_VERSION)
         meter = mp.get_meter(contract.SCOPE_NAME, SCOPE_VERSION)
-        prompt, completion, total = (
+        prompt, completion, total, cache_read, cache_creation, reasoning = (
             meter.create_counter(spec.instrument, unit=spec.unit, description=spec.description)
-            for spec in contract.TOKEN_COUNTERS
+            for spec in contract.ALL_TOKEN_COUNTERS
         )
         return cls(
             tracer=tracer,
@@ -109,6 +119,9 @@ class Telemetry:
             prompt_tokens=prompt,
             completion_tokens=completion,
             total_tokens=total,
+            cache_read_tokens=cache_read,
+            cache_creation_tokens=cache_creation,
+            reasoning_tokens=reasoning,
             settings=settings or Settings(capture_content=env_flag(env.AMTP_OBS_CAPTURE_CONTENT)),
             tracer_provider=tp,
             meter_provider=mp,
