@@ -13,7 +13,7 @@ from tempo_helpers import Exporter, new_id, request, span, tempo_doc, wait_until
 
 from amtp_obs.tempo import TempoApp, TempoThread
 from amtp_obs.tempo.metrics import TENANT
-from amtp_obs.tempo.store import WAL_SUFFIX, encode_record
+from amtp_obs.tempo.store import WAL_HEADER_V2, WAL_SUFFIX, encode_record
 
 HOUR_NS = 3600 * 10**9
 
@@ -37,7 +37,9 @@ def test_blocks_are_cut_and_survive_restart(tmp_path: Path) -> None:
         assert ex.export(request("svc", [span(tid, "first")]))[0] == grpc.StatusCode.OK
         assert wait_until(lambda: _blocks(tmp_path), timeout=10)
         # The WAL segment that became the block is gone.
-        assert wait_until(lambda: not any(p.stat().st_size > 8 for p in (tmp_path / "wal").glob(f"*{WAL_SUFFIX}")))
+        assert wait_until(
+            lambda: not any(p.stat().st_size > WAL_HEADER_V2 for p in (tmp_path / "wal").glob(f"*{WAL_SUFFIX}"))
+        )
         # A trace can span a block and the live head.
         assert ex.export(request("svc", [span(tid, "second")]))[0] == grpc.StatusCode.OK
         assert _span_names(app.http_url, tid) == ["first", "second"]

@@ -59,6 +59,11 @@ def build_api(tempo: TempoApp) -> Starlette:
         return None
 
     async def ready(request: Request) -> Response:
+        if tempo.ready and tempo.store.storage_error:
+            # Reads still work; writes do not (disk full): not ready to take traffic.
+            return PlainTextResponse(
+                f"Ingester not ready: cannot write storage: {tempo.store.storage_error}", status_code=503
+            )
         if tempo.ready:
             return PlainTextResponse("ready")
         return PlainTextResponse(f"Ingester not ready: {tempo.not_ready_reason}", status_code=503)

@@ -39,6 +39,8 @@ log = logging.getLogger("amtp_obs.tempo")
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOOPBACK = "127.0.0.1"
+STORAGE_PROBE_PERIOD = 1.0
+"""Seconds between checks of a WAL that could not be written (disk full) while no export arrives."""
 
 
 class StartupError(RuntimeError):
@@ -236,6 +238,7 @@ class TempoApp:
                 log.warning("receiver %s is configured but the embedded trace store only runs otlp", other)
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="tempo-flush"))
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="tempo-retention"))
+        self._tasks.append(asyncio.create_task(self._storage_probe_loop(), name="tempo-storage-probe"))
         self.generator.start()
         self.ready = True
         self.not_ready_reason = ""
@@ -407,6 +410,15 @@ class TempoApp:
                     await self.store.flush_sealed()
             except Exception:
                 log.exception("flush cycle failed")
+
+    async def _storage_probe_loop(self) -> None:
+        """While the disk refuses writes, check every second whether it takes them again (for /ready)."""
+        while True:
+            await asyncio.sleep(STORAGE_PROBE_PERIOD)
+            try:
+                await self.store.probe_storage()
+            except Exception:
+                log.exception("storage probe failed")
 
     async def _retention_loop(self) -> None:
         while True:

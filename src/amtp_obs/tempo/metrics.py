@@ -44,6 +44,27 @@ class TempoMetrics:
             "WAL records skipped at replay (torn or bad checksum)",
             registry=r,
         )
+        self.corrupt_blocks = Counter(
+            "tempodb_corrupt_blocks",
+            "Blocks skipped at startup because their files are unreadable or inconsistent (moved aside)",
+            registry=r,
+        )
+        self.corrupt_block_entries = Counter(
+            "tempodb_corrupt_block_traces",
+            "Trace entries of a block not served: past the end of a truncated data file or failing their checksum",
+            registry=r,
+        )
+        self.storage_write_failures = Counter(
+            "tempo_ingester_storage_write_failures",
+            "Writes to the WAL or to blocks that failed (disk full, I/O error), by what was written",
+            ["what"],
+            registry=r,
+        )
+        self.storage_write_failing = Gauge(
+            "tempo_ingester_storage_write_failing",
+            "1 while the WAL or block writes fail (disk full, I/O error): exports are refused and /ready is 503",
+            registry=r,
+        )
         self.wal_fsyncs = Counter("tempo_ingester_wal_fsyncs", "WAL group commits (one fsync each)", registry=r)
         self.blocklist_length = Gauge("tempodb_blocklist_length", "Blocks on local storage", ["tenant"], registry=r)
         self.retention_deleted = Counter("tempodb_retention_deleted", "Blocks deleted by block_retention", registry=r)

@@ -33,14 +33,22 @@ from amtp_obs.tempo.metrics import TENANT, TempoMetrics
 log = logging.getLogger("amtp_obs.tempo.store")
 
 WAL_MAGIC = b"AMTPWAL1"
+"""v1 segments (read only): magic, then records."""
+WAL_MAGIC_V2 = b"AMTPWAL2"
+WAL_HEADER_V2 = len(WAL_MAGIC_V2) + 16
+"""v2 segments: magic and a 16-byte random segment id, then records."""
 WAL_SUFFIX = ".wal"
 _REC = struct.Struct("<II")  # payload length, crc32(payload)
 MAX_RECORD = 256 * 1024 * 1024
 
-INDEX_MAGIC = b"AMTPIDX1"
-_IDX = struct.Struct("<16sQIQQHH")  # trace id, offset, length, start ns, end ns, len(service), len(name)
+INDEX_MAGIC_V1 = b"AMTPIDX1"
+_IDX_V1 = struct.Struct("<16sQIQQHH")  # trace id, offset, length, start ns, end ns, len(service), len(name)
+BLOCK_FORMAT_V1 = "amtp-block-v1"
+INDEX_MAGIC = b"AMTPIDX2"
+_IDX = struct.Struct("<16sQIIQQHH")  # v1's fields with crc32(blob) after the length
+BLOCK_FORMAT = "amtp-block-v2"
+"""v2 adds a checksum per trace blob, the index's checksum and the WAL segment id in meta.json."""
 _NONE = 0xFFFF
-BLOCK_FORMAT = "amtp-block-v1"
 MAX_TAG_VALUES = 1000
 """Distinct values kept per tag key for the tag-values APIs."""
 TAGS_FILE = "tags.json"
@@ -88,41 +96,129 @@ def encode_record(payload: bytes) -> bytes:
 class SegmentReplay:
     records: list[bytes]
     good_length: int
+    """Bytes up to the end of the last record read (the header alone when there is none)."""
     corrupt: bool
+    segment_id: bytes | None = None
+    """The unique id in a v2 header; None for a v1 segment or an unreadable header."""
+    skipped: list[tuple[int, int]] = field(default_factory=list)
+    """Byte ranges skipped as torn or corrupt (start, end)."""
+
+
+def _record_at(data: bytes, pos: int) -> int | None:
+    """End offset of a whole record with a good checksum starting at ``pos``, else None."""
+    if pos + _REC.size > len(data):
+        return None
+    length, crc = _REC.unpack_from(data, pos)
+    end = pos + _REC.size + length
+    if length > MAX_RECORD or end > len(data):
+        return None
+    if zlib.crc32(memoryview(data)[pos + _REC.size : end]) != crc:
+        return None
+    return end
+
+
+def _resync(data: bytes, pos: int) -> int | None:
+    """The next offset after ``pos`` where a whole, non-empty, checksummed record starts.
+
+    Every payload is an ExportTraceServiceRequest, whose first byte is field 1's tag (0x0a), so only
+    offsets followed by that byte are tried; a random match also needs its CRC32 to agree.
+    """
+    probe = pos + 1
+    while True:
+        at = data.find(b"\x0a", probe + _REC.size)
+        if at < 0:
+            return None
+        cand = at - _REC.size
+        length = _REC.unpack_from(data, cand)[0]
+        if length and _record_at(data, cand) is not None:
+            return cand
+        probe = cand + 1
 
 
 def read_segment(path: Path) -> SegmentReplay:
-    """Records of one segment up to the first torn or corrupt one (a crash mid-append leaves one)."""
+    """Every good record of one segment; torn or corrupt stretches are skipped, not the rest of the file.
+
+    A crash mid-append leaves a torn last record; a bad block on disk can damage one in the middle.
+    Records after a damaged stretch were acknowledged too, so replay looks for the next good one.
+    """
     data = path.read_bytes()
-    if not data.startswith(WAL_MAGIC):
-        # A segment whose header never reached the disk holds nothing acknowledged.
-        return SegmentReplay([], 0, bool(data))
-    pos, records = len(WAL_MAGIC), []
+    segment_id: bytes | None = None
+    if data.startswith(WAL_MAGIC_V2) and len(data) >= WAL_HEADER_V2:
+        segment_id, pos = data[len(WAL_MAGIC_V2) : WAL_HEADER_V2], WAL_HEADER_V2
+    elif data.startswith(WAL_MAGIC):
+        pos = len(WAL_MAGIC)
+    elif not data or (len(data) < WAL_HEADER_V2 and WAL_MAGIC_V2.startswith(data[: len(WAL_MAGIC_V2)])):
+        # A header that never fully reached the disk: the segment was created, nothing acknowledged.
+        return SegmentReplay([], 0, False)
+    else:
+        start = _resync(data, -1)
+        if start is None:
+            return SegmentReplay([], 0, True, skipped=[(0, len(data))])
+        replay = _read_records(data, start)
+        replay.skipped.insert(0, (0, start))
+        replay.corrupt = True
+        return replay
+    replay = _read_records(data, pos)
+    replay.segment_id = segment_id
+    return replay
+
+
+def _read_records(data: bytes, pos: int) -> SegmentReplay:
+    records: list[bytes] = []
+    skipped: list[tuple[int, int]] = []
+    good = pos
     while pos < len(data):
-        if pos + _REC.size > len(data):
-            return SegmentReplay(records, pos, True)
-        length, crc = _REC.unpack_from(data, pos)
-        start, end = pos + _REC.size, pos + _REC.size + length
-        if length > MAX_RECORD or end > len(data):
-            return SegmentReplay(records, pos, True)
-        payload = data[start:end]
-        if zlib.crc32(payload) != crc:
-            return SegmentReplay(records, pos, True)
-        records.append(payload)
-        pos = end
-    return SegmentReplay(records, pos, False)
+        end = _record_at(data, pos)
+        if end is None:
+            nxt = _resync(data, pos)
+            skipped.append((pos, len(data) if nxt is None else nxt))
+            if nxt is None:
+                break
+            pos = nxt
+            continue
+        records.append(data[pos + _REC.size : end])
+        pos = good = end
+    return SegmentReplay(records, good, bool(skipped), skipped=skipped)
 
 
 class WalSegment:
+    """One WAL file, created new (never reopened): header = magic + a random id, then records.
+
+    The id, copied into the block made from the segment, is what the loader matches: a segment
+    number alone could be reused (issue 11).
+    """
+
     def __init__(self, wal_dir: Path, seq: int) -> None:
         self.seq = seq
+        self.id = uuid.uuid4().bytes
         self.path = segment_path(wal_dir, seq)
-        new = not self.path.exists()
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if new:
-            _write_all(self.fd, WAL_MAGIC)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            _write_all(self.fd, WAL_MAGIC_V2 + self.id)
             os.fsync(self.fd)
             _fsync_dir(wal_dir)
+        except OSError:
+            os.close(self.fd)
+            self.path.unlink(missing_ok=True)
+            raise
+        self.size = WAL_HEADER_V2
+        """Bytes known to be on disk: appends that fail are cut back to here."""
+        self.broken = False
+        """Set when a failed append could not be cut back: the segment takes no more records."""
+
+    def append(self, data: bytes) -> None:
+        """Write and fdatasync ``data``; on failure cut the file back so no torn record stays behind."""
+        try:
+            _write_all(self.fd, data)
+            os.fdatasync(self.fd)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.size)
+                os.fdatasync(self.fd)
+            except OSError:
+                self.broken = True
+            raise
+        self.size += len(data)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -140,21 +236,33 @@ class Head:
     """Traces of one WAL segment, in memory until the segment becomes a block."""
 
     seq: int
+    segment_id: bytes | None = None
+    """The segment's unique id (None for a replayed v1 segment); recorded in the block's meta."""
     traces: dict[bytes, list[bytes]] = field(default_factory=dict)
     metas: dict[bytes, list] = field(default_factory=dict)  # [start, end, root service, root name]
     size: int = 0
     created: float = field(default_factory=time.monotonic)
 
 
+class CorruptBlock(ValueError):
+    """A block whose files cannot be trusted as a whole (bad meta, index or checksum)."""
+
+
+Entry = tuple[int, int, int, int, str | None, str | None, int | None]
+"""offset, length, start ns, end ns, root service, root name, crc32 of the blob (None in v1 blocks)."""
+
+
 class Block:
     """An immutable block on disk: ``data`` (trace blobs back to back), ``index`` and ``meta.json``."""
 
-    def __init__(self, path: Path, meta: dict, entries: dict[bytes, tuple[int, int, int, int, str | None, str | None]]):
+    def __init__(self, path: Path, meta: dict, entries: dict[bytes, Entry], fd: int, dropped: int = 0):
         self.path = path
         self.id = path.name
         self.meta = meta
         self.entries = entries
-        self.fd = os.open(path / "data", os.O_RDONLY)
+        self.fd = fd
+        self.dropped = dropped
+        """Index entries left out at open because they point past the end of ``data``."""
 
     @property
     def end_ns(self) -> int:
@@ -165,8 +273,17 @@ class Block:
         seq = self.meta.get("walSeq")
         return int(seq) if seq is not None else None
 
-    def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self.fd, length, offset)
+    @property
+    def wal_segment_id(self) -> bytes | None:
+        sid = self.meta.get("walSegmentID")
+        return bytes.fromhex(sid) if isinstance(sid, str) else None
+
+    def read(self, offset: int, length: int, crc: int | None = None) -> bytes:
+        """The blob at ``offset``; :class:`CorruptBlock` when it is short or fails its checksum."""
+        blob = os.pread(self.fd, length, offset)
+        if len(blob) != length or (crc is not None and zlib.crc32(blob) != crc):
+            raise CorruptBlock(f"{self.path}/data: trace data at byte {offset} is damaged")
+        return blob
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -175,25 +292,46 @@ class Block:
 
     @classmethod
     def open(cls, path: Path) -> Block:
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("format") != BLOCK_FORMAT:
-            raise ValueError(f"{path}: unknown block format {meta.get('format')!r}")
+        """Load meta and index, checking what can be checked cheaply; raises CorruptBlock or OSError."""
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except ValueError as exc:
+            raise CorruptBlock(f"{path}/meta.json: {exc}") from None
+        if not isinstance(meta, dict):
+            raise CorruptBlock(f"{path}/meta.json: not an object")
+        fmt = meta.get("format")
+        if fmt not in (BLOCK_FORMAT, BLOCK_FORMAT_V1):
+            raise CorruptBlock(f"{path}: unknown block format {fmt!r}")
         raw = (path / "index").read_bytes()
-        if not raw.startswith(INDEX_MAGIC):
-            raise ValueError(f"{path}/index: bad magic")
-        (count,) = struct.unpack_from("<Q", raw, len(INDEX_MAGIC))
-        pos = len(INDEX_MAGIC) + 8
-        entries: dict[bytes, tuple[int, int, int, int, str | None, str | None]] = {}
-        unpack = _IDX.unpack_from
-        for _ in range(count):
-            tid, off, ln, start, end, ls, lnm = unpack(raw, pos)
-            pos += _IDX.size
-            svc = None if ls == _NONE else raw[pos : pos + ls].decode()
-            pos += 0 if ls == _NONE else ls
-            name = None if lnm == _NONE else raw[pos : pos + lnm].decode()
-            pos += 0 if lnm == _NONE else lnm
-            entries[tid] = (off, ln, start, end, svc, name)
-        return cls(path, meta, entries)
+        v2 = fmt == BLOCK_FORMAT
+        magic, rec = (INDEX_MAGIC, _IDX) if v2 else (INDEX_MAGIC_V1, _IDX_V1)
+        if not raw.startswith(magic):
+            raise CorruptBlock(f"{path}/index: bad magic")
+        if v2 and zlib.crc32(raw) != meta.get("indexCRC"):
+            raise CorruptBlock(f"{path}/index: checksum does not match meta.json")
+        entries: dict[bytes, Entry] = {}
+        try:
+            (count,) = struct.unpack_from("<Q", raw, len(magic))
+            pos = len(magic) + 8
+            unpack = rec.unpack_from
+            for _ in range(count):
+                if v2:
+                    tid, off, ln, crc, start, end, ls, lnm = unpack(raw, pos)
+                else:
+                    tid, off, ln, start, end, ls, lnm = unpack(raw, pos)
+                    crc = None
+                pos += rec.size
+                svc = None if ls == _NONE else raw[pos : pos + ls].decode()
+                pos += 0 if ls == _NONE else ls
+                name = None if lnm == _NONE else raw[pos : pos + lnm].decode()
+                pos += 0 if lnm == _NONE else lnm
+                entries[tid] = (off, ln, start, end, svc, name, crc)
+        except (struct.error, UnicodeDecodeError) as exc:
+            raise CorruptBlock(f"{path}/index: truncated or damaged ({exc})") from None
+        fd = os.open(path / "data", os.O_RDONLY)
+        size = os.fstat(fd).st_size
+        whole = {t: e for t, e in entries.items() if e[0] + e[1] <= size}
+        return cls(path, meta, whole, fd, dropped=len(entries) - len(whole))
 
 
 def _enc_str(s: str | None) -> tuple[int, bytes]:
@@ -204,9 +342,20 @@ def _enc_str(s: str | None) -> tuple[int, bytes]:
 
 
 def write_block(blocks_dir: Path, head: Head) -> Block:
-    """Write a sealed head as a block; atomic: readers see the whole block or none of it."""
+    """Write a sealed head as a block; atomic: readers see the whole block or none of it.
+
+    A failure (disk full) removes the half-written temp directory, so it does not hold the space.
+    """
     bid = str(uuid.uuid4())
     tmp = blocks_dir / f".tmp-{bid}"
+    try:
+        return _write_block(blocks_dir, tmp, bid, head)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_block(blocks_dir: Path, tmp: Path, bid: str, head: Head) -> Block:
     tmp.mkdir(parents=True)
     index = bytearray(INDEX_MAGIC + struct.pack("<Q", len(head.traces)))
     offset, start_all, end_all = 0, None, 0
@@ -217,7 +366,7 @@ def write_block(blocks_dir: Path, head: Head) -> Block:
             start, end, svc, name = head.metas[tid]
             ls, bs = _enc_str(svc)
             ln, bn = _enc_str(name)
-            index += _IDX.pack(tid, offset, len(blob), start, end, ls, ln) + bs + bn
+            index += _IDX.pack(tid, offset, len(blob), zlib.crc32(blob), start, end, ls, ln) + bs + bn
             offset += len(blob)
             start_all = start if start_all is None else min(start_all, start)
             end_all = max(end_all, end)
@@ -232,6 +381,8 @@ def write_block(blocks_dir: Path, head: Head) -> Block:
         "blockID": bid,
         "tenantID": TENANT,
         "walSeq": head.seq,
+        "walSegmentID": head.segment_id.hex() if head.segment_id else None,
+        "indexCRC": zlib.crc32(index),
         "startTime": start_all or 0,
         "endTime": end_all,
         "totalObjects": len(head.traces),
@@ -264,7 +415,7 @@ class TraceInfo:
         self.end_ns = end_ns
         self.root_service = root_service
         self.root_name = root_name
-        self.locations: list[tuple[Block, int, int]] = []
+        self.locations: list[tuple[Block, int, int, int | None]] = []  # block, offset, length, crc32
 
     def merge(self, start: int, end: int, svc: str | None, name: str | None) -> None:
         if start and (not self.start_ns or start < self.start_ns):
@@ -304,6 +455,10 @@ class TraceStore:
         self.tag_index: dict[str, dict[str, dict[tuple[str, str], None]]] = {"span": {}, "resource": {}}
         self.span_names: dict[str, None] = {}
         self._segment: WalSegment | None = None
+        self._next_seq = 1
+        """The next WAL segment number: above every segment file and block seen, never handed out twice."""
+        self.storage_errors: dict[str, str] = {}
+        """What cannot be written now (``wal``, ``block``) -> the error; empty when the disk takes writes."""
         self._queue: asyncio.Queue[tuple[bytes, ParsedExport, asyncio.Future[None]] | None] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
@@ -318,11 +473,21 @@ class TraceStore:
     async def open(self) -> None:
         """Load blocks and replay the WAL (in a worker thread: big stores take a while)."""
         await asyncio.to_thread(self._load)
-        self._segment = WalSegment(self.wal_dir, (max((h.seq for h in self.sealed), default=0)) + 1)
-        self.head = Head(self._segment.seq)
+        try:
+            self._new_segment()
+        except OSError as exc:
+            # Disk full at startup: serve what is stored, refuse exports until a segment can be made.
+            self._storage_failed("wal", exc)
         self._writer = asyncio.create_task(self._write_loop(), name="tempo-wal-writer")
         if self.sealed:
             self.head_full.set()  # turn the replayed segments into blocks now, not at the next period
+
+    def _new_segment(self) -> None:
+        """Start the next WAL segment and an empty head for it; the previous head must be sealed already."""
+        seg = WalSegment(self.wal_dir, self._next_seq)
+        self._next_seq = seg.seq + 1
+        self._segment = seg
+        self.head = Head(seg.seq, seg.id)
 
     def _load(self) -> None:
         self.wal_dir.mkdir(parents=True, exist_ok=True)
@@ -347,38 +512,84 @@ class TraceStore:
             if not path.is_dir() or path.name.startswith("."):
                 continue
             try:
-                blocks.append(Block.open(path))
-            except (OSError, ValueError, struct.error) as exc:
-                log.warning("skipping unreadable block %s: %s", path, exc)
+                block = Block.open(path)
+            except (OSError, CorruptBlock) as exc:
+                self._quarantine(path, exc)
+                continue
+            if block.dropped:
+                self.metrics.corrupt_block_entries.inc(block.dropped)
+                log.warning(
+                    "block %s: %d of its traces point past the end of its data file (truncated); serving the other %d",
+                    path,
+                    block.dropped,
+                    len(block.entries),
+                )
+            blocks.append(block)
         blocks.sort(key=lambda b: (b.meta.get("createdAt", 0), b.id))
         for block in blocks:
             self._register_block(block)
-        blocked = {b.wal_seq for b in blocks}
-        for seq in list_segments(self.wal_dir):
-            path = segment_path(self.wal_dir, seq)
-            if seq in blocked:
-                path.unlink(missing_ok=True)  # crashed between block rename and WAL delete
-                continue
-            replay = read_segment(path)
-            if replay.corrupt:
-                self.metrics.wal_torn_records.inc()
-                log.warning("WAL %s: torn or corrupt record at byte %d, skipped", path, replay.good_length)
-                if replay.good_length:
-                    os.truncate(path, replay.good_length)
-            head = Head(seq)
-            for payload in replay.records:
-                try:
-                    parsed = parse_export(payload)
-                except ValueError as exc:
-                    log.warning("WAL %s: undecodable record skipped: %s", path, exc)
-                    continue
-                self._apply(head, parsed)
-                self.metrics.wal_replayed_records.inc()
-            if head.traces:
-                self.sealed.append(head)
-            else:
-                path.unlink(missing_ok=True)
+        segments = list_segments(self.wal_dir)
+        # Numbers of everything on disk, the files about to be deleted included: never reuse one.
+        self._next_seq = max([*segments, *(b.wal_seq or 0 for b in blocks), 0]) + 1
+        by_id = {b.wal_segment_id: b for b in blocks if b.wal_segment_id}
+        legacy: dict[int, list[Block]] = {}
+        for b in blocks:
+            if b.wal_segment_id is None and b.wal_seq is not None:
+                legacy.setdefault(b.wal_seq, []).append(b)
+        for seq in segments:
+            self._replay_segment(seq, by_id, legacy)
         self.metrics.blocklist_length.labels(TENANT).set(len(self.blocks))
+
+    def _quarantine(self, path: Path, exc: BaseException) -> None:
+        """Move an unreadable block aside (kept for inspection, skipped from now on) and count it."""
+        self.metrics.corrupt_blocks.inc()
+        aside = path.with_name(f".corrupt-{path.name}")
+        try:
+            os.rename(path, aside)
+            where = f"moved to {aside.name}"
+        except OSError:
+            where = "left in place"
+        log.warning("skipping unreadable block %s (%s): %s; its traces are not served", path, where, exc)
+
+    def _replay_segment(self, seq: int, by_id: dict[bytes, Block], legacy: dict[int, list[Block]]) -> None:
+        path = segment_path(self.wal_dir, seq)
+        try:
+            replay = read_segment(path)
+        except OSError as exc:
+            self.metrics.wal_torn_records.inc()
+            log.warning("WAL %s: unreadable, kept but not replayed: %s", path, exc)
+            return
+        if replay.segment_id is not None and replay.segment_id in by_id:
+            # Crashed between the block's rename and the segment's delete: the block is this segment.
+            path.unlink(missing_ok=True)
+            return
+        for start, end in replay.skipped:
+            self.metrics.wal_torn_records.inc()
+            log.warning("WAL %s: torn or corrupt bytes %d-%d skipped", path, start, end)
+        parsed_records = []
+        for payload in replay.records:
+            try:
+                parsed_records.append(parse_export(payload))
+            except ValueError as exc:
+                self.metrics.wal_torn_records.inc()
+                log.warning("WAL %s: undecodable record skipped: %s", path, exc)
+        if replay.segment_id is None and self._already_in_legacy_block(seq, parsed_records, legacy):
+            path.unlink(missing_ok=True)
+            return
+        head = Head(seq, replay.segment_id)
+        for parsed in parsed_records:
+            self._apply(head, parsed)
+            self.metrics.wal_replayed_records.inc()
+        if head.traces:
+            self.sealed.append(head)
+        elif not replay.skipped:
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _already_in_legacy_block(seq: int, records: list[ParsedExport], legacy: dict[int, list[Block]]) -> bool:
+        """A v1 segment (no id) is a block's only if that block has its number AND every one of its traces."""
+        tids = {t for parsed in records for t in parsed.traces}
+        return bool(tids) and any(tids <= b.entries.keys() for b in legacy.get(seq, []))
 
     async def close(self) -> None:
         """Stop accepting writes, finish the pending group commit, close files (the WAL stays)."""
@@ -393,6 +604,65 @@ class TraceStore:
         for block in (*self.blocks.values(), *self._graveyard):
             block.close()
         self._fsync_pool.shutdown(wait=True)
+
+    # -- storage health --------------------------------------------------------------------
+
+    def _storage_failed(self, what: str, exc: OSError) -> None:
+        self.metrics.storage_write_failures.labels(what).inc()
+        if what not in self.storage_errors:
+            log.error(
+                "cannot write %s under %s: %s; exports are refused (retryable) until writes succeed again",
+                "the WAL" if what == "wal" else "blocks",
+                self.wal_dir if what == "wal" else self.blocks_dir,
+                exc.strerror or exc,
+            )
+        self.storage_errors[what] = exc.strerror or str(exc)
+        self.metrics.storage_write_failing.set(1)
+
+    def _storage_ok(self, what: str) -> None:
+        if self.storage_errors.pop(what, None) is not None:
+            log.warning("writing %s works again", "the WAL" if what == "wal" else "blocks")
+            if not self.storage_errors:
+                self.metrics.storage_write_failing.set(0)
+
+    @property
+    def storage_error(self) -> str | None:
+        """Why the store cannot write right now (disk full, I/O error), or None."""
+        if not self.storage_errors:
+            return None
+        return "; ".join(f"{k}: {v}" for k, v in sorted(self.storage_errors.items()))
+
+    async def probe_storage(self) -> None:
+        """While the WAL cannot be written, try to make a fresh segment: readiness returns without traffic."""
+        if "wal" not in self.storage_errors or self._closed:
+            return
+        async with self._lock:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._ensure_segment)
+
+    def _ensure_segment(self) -> None:
+        """A segment that takes appends, sealing the head of a broken one; raises OSError when none can be made."""
+        seg = self._segment
+        if seg is not None and not seg.broken:
+            return
+        try:
+            if seg is not None:
+                # Appends failed and the file could not be cut back: keep it (replay skips the torn
+                # tail) and move on; its records stay in the head, which is sealed to become a block.
+                head = self.head
+                if head is not None and head.traces:
+                    self.sealed.append(head)
+                    self.head_full.set()
+                seg.close()
+                if head is None or not head.traces:
+                    with contextlib.suppress(OSError):
+                        seg.path.unlink()  # nothing acknowledged in it, only the torn tail
+                self._segment, self.head = None, None
+            self._new_segment()
+        except OSError as exc:
+            self._storage_failed("wal", exc)
+            raise
+        self._storage_ok("wal")
 
     # -- write path ------------------------------------------------------------------------
 
@@ -423,16 +693,19 @@ class TraceStore:
             if not items:
                 continue
             async with self._lock:
-                seg, head = self._segment, self.head
-                assert seg is not None and head is not None
                 try:
-                    _write_all(seg.fd, b"".join(encode_record(raw) for raw, _, _ in items))
-                    await loop.run_in_executor(self._fsync_pool, os.fdatasync, seg.fd)
+                    self._ensure_segment()
+                    seg, head = self._segment, self.head
+                    assert seg is not None and head is not None
+                    data = b"".join(encode_record(raw) for raw, _, _ in items)
+                    await loop.run_in_executor(self._fsync_pool, seg.append, data)
                 except OSError as exc:
+                    self._storage_failed("wal", exc)
                     for _, _, fut in items:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
+                self._storage_ok("wal")
                 self.metrics.wal_fsyncs.inc()
                 for _, parsed, _ in items:
                     self._apply(head, parsed)
@@ -484,14 +757,14 @@ class TraceStore:
     def _register_block(self, block: Block) -> None:
         self.blocks[block.id] = block
         traces = self.traces
-        for tid, (off, ln, start, end, svc, name) in block.entries.items():
+        for tid, (off, ln, start, end, svc, name, crc) in block.entries.items():
             info = traces.get(tid)
             if info is None:
                 info = traces[tid] = TraceInfo(start, end, svc, name)
                 self._order.append(tid)
             else:
                 info.merge(start, end, svc, name)
-            info.locations.append((block, off, ln))
+            info.locations.append((block, off, ln, crc))
 
     def head_age(self) -> float:
         return time.monotonic() - self.head.created if self.head else 0.0
@@ -500,16 +773,21 @@ class TraceStore:
         return self.head.size if self.head else 0
 
     async def rotate(self) -> Head | None:
-        """Seal the current head and start a new WAL segment; None when the head is empty."""
+        """Seal the current head and start a new WAL segment; None when the head is empty.
+
+        When no new segment can be made (disk full), the head stays open and None is returned.
+        """
         async with self._lock:
-            head = self.head
-            if head is None or not head.traces or self._closed:
+            head, old = self.head, self._segment
+            if head is None or old is None or not head.traces or self._closed:
                 return None
-            old = self._segment
-            assert old is not None
-            self._segment = WalSegment(self.wal_dir, old.seq + 1)
+            try:
+                self._new_segment()
+            except OSError as exc:
+                self._segment, self.head = old, head
+                self._storage_failed("wal", exc)
+                return None
             old.close()
-            self.head = Head(self._segment.seq)
             self.sealed.append(head)
             return head
 
@@ -522,12 +800,16 @@ class TraceStore:
             self._flushing.add(head.seq)
             try:
                 block = await asyncio.to_thread(write_block, self.blocks_dir, head)
-            except OSError as exc:
+            except (OSError, CorruptBlock) as exc:
+                # The head stays sealed in memory and its segment on disk: the next cycle retries.
                 self.metrics.failed_flushes.inc()
+                if isinstance(exc, OSError):
+                    self._storage_failed("block", exc)
                 log.error("writing block for WAL segment %d failed: %s", head.seq, exc)
                 continue
             finally:
                 self._flushing.discard(head.seq)
+            self._storage_ok("block")
             # Register and drop the head with no await in between: readers see one or the other.
             self._register_block(block)
             self.sealed.remove(head)
@@ -535,7 +817,11 @@ class TraceStore:
             written += 1
             self.metrics.blocks_flushed.inc()
         if written:
-            await asyncio.to_thread(self._save_tags, self._tags_doc())
+            try:
+                await asyncio.to_thread(self._save_tags, self._tags_doc())
+            except OSError as exc:
+                # Only autocomplete values of restarts to come depend on it; retried after the next block.
+                log.warning("cannot save %s: %s", self.blocks_dir / TAGS_FILE, exc.strerror or exc)
         self.metrics.blocklist_length.labels(TENANT).set(len(self.blocks))
         return written
 
@@ -555,8 +841,12 @@ class TraceStore:
 
     def _save_tags(self, doc: dict[str, Any]) -> None:
         tmp = self.blocks_dir / f".{TAGS_FILE}.tmp"
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, self.blocks_dir / TAGS_FILE)
+        try:
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, self.blocks_dir / TAGS_FILE)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def enforce_retention(self, retention_s: float, now_ns: int | None = None) -> int:
         """Delete blocks whose newest span ended before now - retention; returns how many."""
@@ -600,9 +890,15 @@ class TraceStore:
         if info is None:
             return None
         parts = []
-        for block, off, ln in list(info.locations):
+        for loc in list(info.locations):
+            block, off, ln, crc = loc
             try:
-                parts.append(block.read(off, ln))
+                parts.append(block.read(off, ln, crc))
+            except CorruptBlock as exc:
+                # Serve the rest of the trace; stop offering the damaged part (counted once).
+                info.locations = [x for x in info.locations if x is not loc]
+                self.metrics.corrupt_block_entries.inc()
+                log.warning("trace %s: part skipped: %s", tid.hex(), exc)
             except OSError:
                 continue  # block removed by retention while we read
         for head in self._heads():
