@@ -31,6 +31,7 @@ from starlette.testclient import TestClient
 
 from amtp_obs import env
 from amtp_obs.alerting import runtime
+from amtp_obs.check.promql import parse_selectors
 from amtp_obs.dashboard import DashboardSettings, create_app
 from amtp_obs.net import free_port
 from amtp_obs.project import ALERTING_FILE, DASHBOARDS_DIR, DATASOURCES_DIR, PROMETHEUS_CONFIG, Project
@@ -205,7 +206,10 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, Any] | None], 
         # Prometheus discovers Alertmanager a few seconds after the reload; with a 1 s resend delay a
         # firing alert reaches it as soon as it is known, so nothing waits for that here.
         rules = yaml.safe_load(rules_text)
-        (rule,) = [r for g in rules["groups"] for r in g["rules"]]
+        # The collector-down rule: the one on `up` (the data-loss rules watch counters, not targets).
+        (rule,) = [
+            r for g in rules["groups"] for r in g["rules"] if "up" in {s.name for s in parse_selectors(r["expr"])}
+        ]
         return Stack(prom, am.url, slack, mailbox, target, rule["alert"], email_to, files)
 
     yield start

@@ -13,6 +13,7 @@ import yaml
 from amtp_obs import env
 from amtp_obs.collector import config as collector_config
 from amtp_obs.project import (
+    ALERTING_FILE,
     COLLECTOR_CONFIG,
     PROMETHEUS_CONFIG,
     SERVICE_COLLECTOR,
@@ -118,6 +119,8 @@ def test_prometheus_config_keeps_jobs_and_labels(project: Project, ports: dict[s
     assert targets["otel-collector"] == f"127.0.0.1:{r.internal['otel-collector:8889']}"
     assert targets["otel-collector-internal"] == f"127.0.0.1:{ports[env.OBS_OTEL_METRICS_PORT]}"
     assert targets["tempo"] == f"127.0.0.1:{ports[env.OBS_TEMPO_HTTP_PORT]}"
+    # Prometheus scrapes itself (the data-loss alerts read its own counters) where it listens.
+    assert targets["prometheus"] == f"127.0.0.1:{ports[env.OBS_PROMETHEUS_PORT]}"
 
 
 @pytest.mark.needs("promtool")
@@ -246,7 +249,8 @@ def test_alerting_adds_alertmanager_and_rules(ports: dict[str, int], tmp_path: P
     am_port = am.ready_url.split(":")[2].split("/")[0]
     assert cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [f"127.0.0.1:{am_port}"]
     res = subprocess.run(["promtool", "check", "config", str(cfg_path)], capture_output=True, text=True, timeout=30)
-    assert res.returncode == 0 and "1 rules found" in res.stdout, res.stdout + res.stderr
+    n_rules = sum(len(g["rules"]) for g in Project(REPO, environ).load_yaml(ALERTING_FILE)["groups"])
+    assert res.returncode == 0 and f"{n_rules} rules found" in res.stdout, res.stdout + res.stderr
     assert f"--alertmanager-url http://127.0.0.1:{am_port}" in " ".join(stack.get(SERVICE_GRAFANA).argv)
 
 

@@ -100,3 +100,18 @@ def test_sdk_exporter_sees_the_refusal(start_tempo: Callable[..., TempoApp], tmp
     finally:
         exporter.shutdown()
     assert _metric(app.http_url, "tempo_discarded_spans_total", reason="rate_limited") >= 1
+
+
+def test_discarded_spans_series_as_tempo_records_them(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
+    """Tempo 2.4.1's distributor records three reasons after every push, 0 when nothing was discarded
+    (modules/distributor/distributor.go); other reasons appear at their first discard only."""
+    app = start_tempo(tempo_doc(tmp_path))
+    with Exporter(app.otlp_grpc_endpoint) as ex:
+        assert ex.export(request("svc", [span(new_id(16), "ok")]))[0] == grpc.StatusCode.OK
+    text = httpx.get(f"{app.http_url}/metrics").text
+    series = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(
+        "tempo_discarded_spans_total{")}  # fmt: skip
+    assert series == {
+        f'tempo_discarded_spans_total{{reason="{r}",tenant="single-tenant"}}': "0.0"
+        for r in ("live_traces_exceeded", "trace_too_large", "unknown_error")
+    }

@@ -510,6 +510,8 @@ def build_model(
     command = " ".join(str(c) for c in (prom_svc.get("command") or []))
     prom_ports = {prometheus_listen_port(compose)}
     _tempo_series(model, tempo, proj.SERVICE_PROMETHEUS, prom_ports, "--web.enable-remote-write-receiver" in command)
+    if any(t.host == proj.SERVICE_PROMETHEUS and t.port in prom_ports for t in targets):
+        model.open_prefixes["prometheus_"] = f"Prometheus' own metrics ({proj.SERVICE_PROMETHEUS} scrapes itself)"
     tempo_port = endpoint_port(f":{((tempo.get('server') or {}).get('http_listen_port', 80))}")
     if any(t.host == proj.SERVICE_TEMPO and t.port == tempo_port for t in targets):
         for prefix in ("tempo_", "tempodb_", "go_", "process_"):

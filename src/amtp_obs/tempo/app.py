@@ -32,7 +32,15 @@ from amtp_obs.tempo.api import build_api
 from amtp_obs.tempo.config import ConfigError, TempoConfig, load_config
 from amtp_obs.tempo.generator import MetricsGenerator
 from amtp_obs.tempo.ingest import InvalidRequest, parse_export
-from amtp_obs.tempo.metrics import TENANT, TempoMetrics
+from amtp_obs.tempo.metrics import (
+    PER_PUSH_REASONS,
+    REASON_INTERNAL_ERROR,
+    REASON_LIVE_TRACES_EXCEEDED,
+    REASON_RATE_LIMITED,
+    REASON_TRACE_TOO_LARGE,
+    TENANT,
+    TempoMetrics,
+)
 from amtp_obs.tempo.store import StoreClosed, TraceStore
 
 log = logging.getLogger("amtp_obs.tempo")
@@ -335,7 +343,7 @@ class TempoApp:
         return b""  # an empty ExportTraceServiceResponse
 
     def _discard(self, reason: str, spans: int) -> None:
-        self.metrics.discarded_spans.labels(TENANT, reason).inc(spans)
+        self.metrics.discarded_spans.labels(reason, TENANT).inc(spans)
         self.metrics.push_requests.labels(TENANT, reason).inc()
 
     async def ingest(self, raw: bytes) -> tuple[grpc.StatusCode | None, str]:
@@ -345,12 +353,13 @@ class TempoApp:
         try:
             parsed = parse_export(raw)
         except InvalidRequest as exc:
-            self._discard("invalid", 0)
+            # Tempo's receiver fails to decode it before the distributor: nothing counts as discarded.
+            self.metrics.push_requests.labels(TENANT, "invalid").inc()
             return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         if not parsed.spans:
             return None, ""
         if not self.limiter.allow(len(raw)):
-            self._discard("rate_limited", parsed.spans)
+            self._discard(REASON_RATE_LIMITED, parsed.spans)
             return grpc.StatusCode.RESOURCE_EXHAUSTED, (
                 f"RATE_LIMITED: ingestion rate limit ({self.limiter.rate:.0f} bytes) exceeded while adding "
                 f"{len(raw)} bytes for user {TENANT}"
@@ -358,14 +367,14 @@ class TempoApp:
         if self.max_bytes_per_trace:
             too_big = [t for t, d in parsed.traces.items() if len(d.data) > self.max_bytes_per_trace]
             if too_big:
-                self._discard("trace_too_large", parsed.spans)
+                self._discard(REASON_TRACE_TOO_LARGE, parsed.spans)
                 return grpc.StatusCode.RESOURCE_EXHAUSTED, (
                     f"TRACE_TOO_LARGE: max size of trace ({self.max_bytes_per_trace}) exceeded while adding "
                     f"{max(len(parsed.traces[t].data) for t in too_big)} bytes to trace {too_big[0].hex()} "
                     f"for tenant {TENANT}"
                 )
         if not self.live.admit(parsed.traces):
-            self._discard("live_traces_exceeded", parsed.spans)
+            self._discard(REASON_LIVE_TRACES_EXCEEDED, parsed.spans)
             limit = self.live.limit
             return grpc.StatusCode.RESOURCE_EXHAUSTED, (
                 "LIVE_TRACES_EXCEEDED: max live traces per tenant exceeded: per-user traces limit "
@@ -376,12 +385,15 @@ class TempoApp:
         except StoreClosed as exc:
             return grpc.StatusCode.UNAVAILABLE, str(exc)
         except OSError as exc:
-            self._discard("wal_error", parsed.spans)
+            # Tempo's ingester failing the push is an internal error to the distributor.
+            self._discard(REASON_INTERNAL_ERROR, parsed.spans)
             return grpc.StatusCode.UNAVAILABLE, f"cannot write the WAL: {exc.strerror or exc}"
         m = self.metrics
         m.spans_received.labels(TENANT).inc(parsed.spans)
         m.bytes_received.labels(TENANT).inc(len(raw))
         m.push_requests.labels(TENANT, "success").inc()
+        for reason in PER_PUSH_REASONS:
+            m.discarded_spans.labels(reason, TENANT).inc(0)
         m.live_traces.labels(TENANT).set(len(self.live.last))
         if self.generator.enabled:
             try:

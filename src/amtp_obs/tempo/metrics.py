@@ -11,6 +11,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 TENANT = "single-tenant"
 """The tenant name Tempo uses when multitenancy is off."""
 
+DISCARDED_SPANS = "tempo_discarded_spans"
+"""Tempo 2.4.1 ``tempo_discarded_spans_total{reason, tenant}`` (modules/overrides/discarded_spans.go);
+prometheus_client adds the ``_total``."""
+# Its reasons, from modules/distributor/distributor.go at v2.4.1.
+REASON_RATE_LIMITED = "rate_limited"
+REASON_TRACE_TOO_LARGE = "trace_too_large"
+REASON_LIVE_TRACES_EXCEEDED = "live_traces_exceeded"
+REASON_INTERNAL_ERROR = "internal_error"
+REASON_UNKNOWN_ERROR = "unknown_error"
+PER_PUSH_REASONS = (REASON_LIVE_TRACES_EXCEEDED, REASON_TRACE_TOO_LARGE, REASON_UNKNOWN_ERROR)
+"""Reasons Tempo's distributor records after every push to the ingesters, with 0 when nothing was
+discarded, so these series exist from the first push on."""
+
 
 class TempoMetrics:
     def __init__(self) -> None:
@@ -28,7 +41,7 @@ class TempoMetrics:
             registry=r,
         )
         self.discarded_spans = Counter(
-            "tempo_discarded_spans", "Spans refused, by reason", ["tenant", "reason"], registry=r
+            DISCARDED_SPANS, "The total number of samples that were discarded.", ["reason", "tenant"], registry=r
         )
         self.live_traces = Gauge(
             "tempo_ingester_live_traces", "Traces seen within trace_idle_period", ["tenant"], registry=r
