@@ -35,3 +35,32 @@ def parse_duration(text: str, *, long_units: bool = True) -> float:
         total += float(m.group(1)) * units[m.group(2)]
         pos = m.end()
     return sign * total
+
+
+def format_go_duration(ns: int) -> str:
+    """Go's ``time.Duration.String()`` (``1.5s``, ``250ms``, ``1m30s``, ``0s``): how Tempo prints durations."""
+    if ns == 0:
+        return "0s"
+    sign, u = ("-", -ns) if ns < 0 else ("", ns)
+
+    def frac(value: int, unit: int) -> str:
+        whole, rest = divmod(value, unit)
+        if not rest:
+            return str(whole)
+        digits = str(rest).rjust(len(str(unit)) - 1, "0").rstrip("0")
+        return f"{whole}.{digits}"
+
+    if u < 1_000:
+        return f"{sign}{u}ns"
+    if u < 1_000_000:
+        return f"{sign}{frac(u, 1_000)}µs"
+    if u < 1_000_000_000:
+        return f"{sign}{frac(u, 1_000_000)}ms"
+    hours, rem = divmod(u, 3_600_000_000_000)
+    minutes, rem = divmod(rem, 60_000_000_000)
+    secs = frac(rem, 1_000_000_000) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{secs}"
+    if minutes:
+        return f"{sign}{minutes}m{secs}"
+    return sign + secs

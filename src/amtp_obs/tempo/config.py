@@ -608,6 +608,12 @@ class TempoConfig(_Strict):
         return override or self.compactor.compaction.block_retention
 
     @property
+    def metrics_ingestion_slack(self) -> float:
+        """The per-tenant override when set, else the generator's own (Tempo 2.4.1 instance.go updateSlack)."""
+        override = self.overrides.defaults.metrics_generator.ingestion_time_range_slack
+        return override or self.metrics_generator.metrics_ingestion_time_range_slack
+
+    @property
     def collection_interval(self) -> float:
         return self.overrides.defaults.metrics_generator.collection_interval or (
             self.metrics_generator.registry.collection_interval

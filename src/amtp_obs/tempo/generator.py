@@ -46,6 +46,8 @@ _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 PEER_ATTRIBUTES = ("peer.service", "db.name", "db.system")
 DB_NAME = "db.name"
 USER_NODE = "user"
+REASON_OUTSIDE_SLACK = "outside_metrics_ingestion_slack"
+"""The discard reason of Tempo 2.4.1 modules/generator/instance.go reasonOutsideTimeRangeSlack."""
 
 
 def sanitize_label_name(name: str) -> str:
@@ -258,7 +260,12 @@ class MetricsGenerator:
         span_metrics = PROCESSOR_SPAN_METRICS in self.processors
         graphs = PROCESSOR_SERVICE_GRAPHS in self.processors
         now = time.monotonic()
-        n = 0
+        # Tempo's preprocessSpans: a span whose end is further than the slack from now (either way)
+        # feeds no processor and is counted as discarded; the store keeps it all the same.
+        slack_ns = int(self.cfg.metrics_ingestion_slack * 1e9)
+        wall = time.time_ns()
+        oldest, newest = wall - slack_ns, wall + slack_ns
+        n = expired = 0
         for rs in req.resource_spans:
             res = {kv.key: kv.value for kv in rs.resource.attributes}
             service = stringify(res[SERVICE_NAME]) if SERVICE_NAME in res else ""
@@ -268,6 +275,9 @@ class MetricsGenerator:
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     n += 1
+                    if not oldest <= span.end_time_unix_nano <= newest:
+                        expired += 1
+                        continue
                     sattrs = {kv.key: kv.value for kv in span.attributes} if (self.dims or graphs) else {}
                     if span_metrics:
                         self._span_metrics(span, service, res, sattrs, target)
@@ -275,6 +285,8 @@ class MetricsGenerator:
                         self._service_graph(span, service, res, sattrs, now)
         if n:
             self.metrics.generator_spans.labels(TENANT).inc(n)
+        if expired:
+            self.metrics.generator_spans_discarded.labels(TENANT, REASON_OUTSIDE_SLACK).inc(expired)
         if graphs:
             self.expire(now)
 

@@ -60,6 +60,10 @@ def tag_value(v: AnyValue) -> tuple[str, str] | None:
         return "float", repr(v.double_value)
     if kind == "bool_value":
         return "bool", "true" if v.bool_value else "false"
+    if kind == "array_value":
+        return "array", ""  # the key is listed by the tag APIs; the value is not offered
+    if kind == "kvlist_value":
+        return "kvlist", ""
     return None
 
 

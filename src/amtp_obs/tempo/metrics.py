@@ -94,6 +94,13 @@ class TempoMetrics:
             ["tenant"],
             registry=r,
         )
+        self.generator_spans_discarded = Counter(
+            "tempo_metrics_generator_spans_discarded",
+            "The total number of discarded spans received per tenant",
+            ["tenant", "reason"],
+            registry=r,
+        )
+        """Tempo 2.4.1 modules/generator/instance.go metricSpansDiscarded (``_total`` added on exposition)."""
         self.generator_active_series = Gauge(
             "tempo_metrics_generator_registry_active_series",
             "Series held by the generator registry",

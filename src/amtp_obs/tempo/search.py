@@ -12,9 +12,9 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Status, TracesData
 
-from amtp_obs.durations import parse_duration
+from amtp_obs.durations import format_go_duration, parse_duration
 from amtp_obs.tempo import traceql
-from amtp_obs.tempo.store import TraceInfo, TraceStore
+from amtp_obs.tempo.store import MAX_TAG_VALUES, TraceInfo, TraceStore
 
 DEFAULT_LIMIT = 20
 DEFAULT_SPSS = 3
@@ -98,8 +98,18 @@ def _dur_param(params: Any, name: str) -> int | None:
 
 
 def time_range(params: Any) -> tuple[int | None, int | None]:
+    """Tempo 2.4.1 pkg/api/http.go ParseSearchRequest: a non-zero start or end needs end > start
+    (so ``start`` alone is refused: end reads as 0)."""
     start, end = _int_param(params, "start"), _int_param(params, "end")
-    if start is not None and end is not None and end <= start:
+    if (start or end) and (end or 0) <= (start or 0):
+        raise BadRequest(f"http parameter start must be before end. received start={start or 0} end={end or 0}")
+    return start, end
+
+
+def trace_time_range(params: Any) -> tuple[int | None, int | None]:
+    """pkg/api/http.go ValidateAndSanitizeRequest: by-id takes start or end alone; both must be ordered."""
+    start, end = _int_param(params, "start"), _int_param(params, "end")
+    if start and end and end <= start:
         raise BadRequest(f"http parameter start must be before end. received start={start} end={end}")
     return start, end
 
@@ -160,29 +170,58 @@ _STATUS_TAG = {
     "error": Status.STATUS_CODE_ERROR,
     "unset": Status.STATUS_CODE_UNSET,
 }
+# Tempo 2.4.1 tempodb/encoding/vparquet3/schema.go labelMappings: tags with their own column, matched
+# by substring (block_search.go makePipelineWithRowGroups, pq.NewSubstringPredicate).
+_RESOURCE_COLUMNS = (
+    "service.name",
+    "cluster",
+    "namespace",
+    "pod",
+    "container",
+    "k8s.cluster.name",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "k8s.container.name",
+)
+_SPAN_COLUMNS = ("http.method", "http.url")
+HTTP_STATUS_CODE = "http.status_code"
 
 
 def _tag_matches(view: traceql.SpanView, key: str, want: str) -> bool:
+    """One ``tags=`` condition as vParquet3 evaluates it (block_search.go makePipelineWithRowGroups).
+
+    Dedicated columns match by substring; ``http.status_code`` as an integer when ``want`` is one;
+    every other key is looked up in the string value column only, so an int, float or bool attribute
+    never matches (``tags=n=5`` does not find ``n: 5``).
+    """
     s = view.span
     if key == "name":
-        return s.name == want
+        return want in s.name
     if key == "status.code":
         code = _STATUS_TAG.get(want.lower().removeprefix("status_code_"))
         return code is not None and s.status.code == code
     if key == "root.name":
-        return view.trace.root_name == want
+        return view.trace.root_name is not None and want in view.trace.root_name
     if key == "root.service.name":
-        return view.trace.root_service == want
+        return view.trace.root_service is not None and want in view.trace.root_service
+    if key in _RESOURCE_COLUMNS or key in _SPAN_COLUMNS:
+        v = (view.resource if key in _RESOURCE_COLUMNS else view.attrs).get(key)
+        return isinstance(v, str) and want in v
+    if key == HTTP_STATUS_CODE:
+        v = view.attrs.get(key)
+        try:
+            return isinstance(v, int) and not isinstance(v, bool) and v == int(want)
+        except ValueError:
+            pass  # a non-numeric value is looked up as a generic string attribute
     for source in (view.attrs, view.resource):
-        if key in source:
-            v = source[key]
-            text = ("true" if v else "false") if isinstance(v, bool) else str(v)
-            if text == want:
-                return True
+        v = source.get(key)
+        if isinstance(v, str) and v == want:
+            return True
     return False
 
 
 def _span_json(view: traceql.SpanView, attrs: list[traceql.Attr]) -> dict[str, Any]:
+    """engine.go asTraceSearchMetadata: the span's id, name, times and every attribute the query read."""
     s = view.span
     out: dict[str, Any] = {
         "spanID": s.span_id.hex(),
@@ -197,6 +236,8 @@ def _span_json(view: traceql.SpanView, attrs: list[traceql.Attr]) -> dict[str, A
                 kvs.append({"key": "status", "value": {"stringValue": traceql.STATUS_NAMES.get(s.status.code, "")}})
             elif a.name == "kind":
                 kvs.append({"key": "kind", "value": {"stringValue": traceql.KIND_NAMES.get(s.kind, "")}})
+            elif a.name == "statusMessage":
+                kvs.append({"key": "statusMessage", "value": {"stringValue": s.status.message}})
             continue
         v = traceql.lookup(view, a)
         if v is traceql._MISSING or v is None:
@@ -207,7 +248,12 @@ def _span_json(view: traceql.SpanView, attrs: list[traceql.Attr]) -> dict[str, A
     return out
 
 
-def _any_json(v: Any) -> dict[str, Any]:
+def _any_json(v: Any, duration: bool = False) -> dict[str, Any]:
+    """engine.go Static.AsAnyValue: durations print as Go durations, nil as the string ``nil``."""
+    if v is None:
+        return {"stringValue": "nil"}
+    if duration and isinstance(v, (int, float)):
+        return {"stringValue": format_go_duration(int(v))}
     if isinstance(v, bool):
         return {"boolValue": v}
     if isinstance(v, int):
@@ -217,15 +263,31 @@ def _any_json(v: Any) -> dict[str, Any]:
     return {"stringValue": str(v)}
 
 
+def _spanset_json(ss: traceql.SpanSet, attrs: list[traceql.Attr], req: SearchRequest) -> dict[str, Any]:
+    spans = [_span_json(v, attrs) for v in ss.spans[: req.spss]]
+    out: dict[str, Any] = {"spans": spans, "matched": len(ss.spans)}
+    if ss.attributes:
+        durations = req.query.duration_outputs if req.query is not None else set()
+        out["attributes"] = [
+            {"key": name, "value": _any_json(value, duration=name in durations)} for name, value in ss.attributes
+        ]
+    return out
+
+
 def search(store: TraceStore, req: SearchRequest) -> dict[str, Any]:
-    """Newest traces first, stopping at ``limit`` matches; safe to run in a worker thread."""
+    """Newest traces first, stopping at ``limit`` matches; safe to run in a worker thread.
+
+    ``minDuration`` / ``maxDuration`` apply to tag searches only: Tempo 2.4.1's TraceQL engine does not
+    read them (pkg/traceql/engine.go createFetchSpansRequest, "TODO handle ... MinDurationMs").
+    """
     results: list[dict[str, Any]] = []
     inspected_traces = inspected_bytes = 0
     attrs = req.query.attributes if req.query else []
+    durations = req.query is None
     for tid in store.trace_ids_newest_first():
         if len(results) >= req.limit:
             break
-        info = store.traces.get(tid)
+        info = store.trace_info(tid)
         if info is None:
             continue
         duration = max(0, info.end_ns - info.start_ns)
@@ -233,26 +295,25 @@ def search(store: TraceStore, req: SearchRequest) -> dict[str, Any]:
             continue
         if req.end is not None and info.start_ns > req.end * 1_000_000_000:
             continue
-        if req.min_duration_ns is not None and duration < req.min_duration_ns:
+        if durations and req.min_duration_ns is not None and duration < req.min_duration_ns:
             continue
-        if req.max_duration_ns is not None and duration > req.max_duration_ns:
+        if durations and req.max_duration_ns is not None and duration > req.max_duration_ns:
             continue
-        blob = store.find(tid)
-        if not blob:
+        stored = store.trace(tid)
+        if stored is None:
             continue
         inspected_traces += 1
-        inspected_bytes += len(blob)
-        td = TracesData()
-        try:
-            td.ParseFromString(blob)
-        except Exception:
-            continue
-        views = _views(td, info)
+        inspected_bytes += stored.size
+        views = _views(stored.data, info)
+        spansets: list[traceql.SpanSet] = []
         if req.query is not None:
-            matched = traceql.evaluate(req.query, views)
-        else:
-            matched = [v for v in views if all(_tag_matches(v, k, w) for k, w in req.tags.items())]
-        if not matched:
+            try:
+                spansets = traceql.evaluate(req.query, views)
+            except traceql.TraceQLError as exc:
+                raise BadRequest(f"invalid TraceQL query: {exc}") from None
+            if not spansets:
+                continue
+        elif not any(all(_tag_matches(v, k, w) for k, w in req.tags.items()) for v in views):
             continue
         entry: dict[str, Any] = {
             "traceID": trace_id_hex(tid),
@@ -264,10 +325,10 @@ def search(store: TraceStore, req: SearchRequest) -> dict[str, Any]:
         ms = duration // 1_000_000
         if ms:
             entry["durationMs"] = ms
-        if req.query is not None:
-            span_set = {"spans": [_span_json(v, attrs) for v in matched[: req.spss]], "matched": len(matched)}
-            entry["spanSet"] = span_set
-            entry["spanSets"] = [span_set]
+        if spansets:
+            sets = [_spanset_json(ss, attrs, req) for ss in spansets]
+            entry["spanSet"] = sets[0]
+            entry["spanSets"] = sets
         results.append(entry)
     results.sort(key=lambda e: int(e["startTimeUnixNano"]), reverse=True)
     metrics: dict[str, Any] = {
@@ -293,6 +354,11 @@ def _scope_param(params: Any) -> str | None:
     return None if scope == "all" else scope
 
 
+def _values_or_empty(key: str, values: list[Any]) -> dict[str, Any]:
+    """Tempo answers with jsonpb, which leaves out an empty repeated field: ``{}``, never ``{"x": []}``."""
+    return {key: values} if values else {}
+
+
 def tag_names_v1(store: TraceStore, params: Any) -> dict[str, Any]:
     time_range(params)
     scope = _scope_param(params)
@@ -301,8 +367,8 @@ def tag_names_v1(store: TraceStore, params: Any) -> dict[str, Any]:
     names: set[str] = set()
     for sc in ("span", "resource"):
         if scope in (None, sc):
-            names.update(store.tag_index[sc])
-    return {"tagNames": sorted(names)}
+            names.update(store.tag_names(sc))
+    return _values_or_empty("tagNames", sorted(names))
 
 
 def tag_names_v2(store: TraceStore, params: Any) -> dict[str, Any]:
@@ -312,24 +378,108 @@ def tag_names_v2(store: TraceStore, params: Any) -> dict[str, Any]:
     for sc in TAG_SCOPES:
         if scope not in (None, sc):
             continue
-        tags = INTRINSIC_TAGS if sc == "intrinsic" else sorted(store.tag_index[sc])
-        scopes.append({"name": sc, "tags": tags})
+        tags = INTRINSIC_TAGS if sc == "intrinsic" else store.tag_names(sc)
+        scopes.append({"name": sc, **_values_or_empty("tags", tags)})
     return {"scopes": scopes}
 
 
+# v1 tag names routed to a scope or an intrinsic (vparquet3/block_search_tags.go translateTagToAttribute)
+_V1_INTRINSIC = {"name": "name", "status.code": "status", "rootName": "rootName", "rootServiceName": "rootServiceName"}
+_V1_SCOPED = {
+    **dict.fromkeys(_RESOURCE_COLUMNS, "resource"),
+    **dict.fromkeys((*_SPAN_COLUMNS, HTTP_STATUS_CODE), "span"),
+}
+
+
+def _v1_text(typ: str, value: str) -> str:
+    """traceql Static.EncodeToString(false) (ast_stringer.go): floats with five decimals."""
+    return f"{float(value):.5f}" if typ == "float" else value
+
+
 def tag_values_v1(store: TraceStore, name: str, params: Any) -> dict[str, Any]:
+    """Every type's values as text (v1 wraps v2 and prints each value: block_search_tags.go SearchTagValues)."""
     time_range(params)
-    values: set[str] = set()
-    if name == "name":
-        values.update(store.span_names)
-    for sc in ("span", "resource"):
-        for typ, v in store.tag_index[sc].get(name, {}):
-            if typ == "string":
-                values.add(v)
-    return {"tagValues": sorted(values)}
+    if name in _V1_INTRINSIC:
+        attr = traceql.Attr("intrinsic", _V1_INTRINSIC[name])
+    else:
+        attr = traceql.Attr(_V1_SCOPED.get(name, "unscoped"), name)
+    values = {_v1_text(t, v) for t, v in _attr_values(store, attr)}
+    return _values_or_empty("tagValues", sorted(values))
+
+
+def _attr_values(store: TraceStore, attr: traceql.Attr) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    if attr.scope == "intrinsic":
+        if attr.name == "name":
+            out.update(("string", n) for n in store.span_name_values())
+        elif attr.name == "status":
+            out.update(("keyword", n) for n in traceql.STATUS_VALUES)
+        elif attr.name == "kind":
+            out.update(("keyword", n) for n in traceql.KIND_VALUES)
+        elif attr.name == "rootServiceName":
+            out.update((t, v) for t, v in store.tag_values("resource", "service.name") if t == "string")
+        return out
+    scopes = {"span": ("span",), "resource": ("resource",), "unscoped": ("span", "resource")}[attr.scope]
+    for sc in scopes:
+        out.update(store.tag_values(sc, attr.name))
+    return out
+
+
+# pkg/traceql/extractmatcher.go (v2.4.1): the conditions of a single-spanset ``q`` that narrow tag values.
+# Go's \p{L}\p{N} become \w, the quoted value's letter/punctuation/symbol classes "no space".
+_MATCHER = re.compile(r'[\w.]+\s*[=|<>~!]\s*(?:"[^\s"]+"|true|false|[a-z]+|[0-9smh]+)')
+_SINGLE_FILTER = re.compile(r"^\{[^|{}]*[^|{}]}?$")
+
+
+def extract_matchers(q: str) -> str:
+    """The ``{ a && b }`` Tempo builds from an autocomplete ``q``: ``{}`` when nothing narrows it."""
+    q = q.strip()
+    if not q or not _SINGLE_FILTER.search(q):
+        return "{}"
+    return "{" + " && ".join(_MATCHER.findall(q)) + "}"
+
+
+def _value_of(view: traceql.SpanView, attr: traceql.Attr) -> tuple[str, str] | None:
+    v = traceql.lookup(view, attr)
+    if v is traceql._MISSING or v is None:
+        return None
+    if attr.scope == "intrinsic":
+        if attr.name == "status":
+            return "keyword", traceql.STATUS_NAMES.get(v, "")
+        if attr.name == "kind":
+            return "keyword", traceql.KIND_NAMES.get(v, "")
+        if attr.type == "duration":
+            return "duration", format_go_duration(int(v))
+    if isinstance(v, bool):
+        return "bool", "true" if v else "false"
+    if isinstance(v, int):
+        return "int", str(v)
+    if isinstance(v, float):
+        return "float", repr(v)
+    if isinstance(v, str):
+        return "string", v
+    return None
+
+
+def _filtered_values(store: TraceStore, attr: traceql.Attr, query: traceql.Query) -> set[tuple[str, str]]:
+    """Values of ``attr`` on the spans the filter keeps (engine.go ExecuteTagValues; walks the store)."""
+    out: set[tuple[str, str]] = set()
+    for tid in store.trace_ids_newest_first():
+        stored = store.trace(tid)
+        if stored is None:
+            continue
+        for ss in traceql.evaluate(query, _views(stored.data, stored.info)):
+            for view in ss.spans:
+                tv = _value_of(view, attr)
+                if tv is not None:
+                    out.add(tv)
+        if len(out) >= MAX_TAG_VALUES:
+            break
+    return out
 
 
 def tag_values_v2(store: TraceStore, name: str, params: Any) -> dict[str, Any]:
+    """``q`` narrows the values to spans matching its conditions (autocomplete_filtering_enabled, on by default)."""
     time_range(params)
     try:
         attr = traceql._Parser(name).operand()
@@ -340,20 +490,16 @@ def tag_values_v2(store: TraceStore, name: str, params: Any) -> dict[str, Any]:
             f"please provide a valid tagName: {name!r} is not a scoped TraceQL attribute "
             "(span.<name>, resource.<name>, .<name> or an intrinsic such as name or status)"
         )
-    out: dict[tuple[str, str], None] = {}
-    if attr.scope == "intrinsic":
-        if attr.name == "name":
-            out.update((("string", n), None) for n in store.span_names)
-        elif attr.name == "status":
-            out.update((("keyword", n), None) for n in traceql.STATUS_VALUES)
-        elif attr.name == "kind":
-            out.update((("keyword", n), None) for n in traceql.KIND_VALUES)
-        elif attr.name == "rootServiceName":
-            out.update(
-                (("string", v), None) for t, v in store.tag_index["resource"].get("service.name", {}) if t == "string"
-            )
+    matchers = extract_matchers(params.get("q") or "")
+    query = None
+    if matchers != "{}":
+        try:
+            query = traceql.parse(matchers)
+        except traceql.TraceQLError as exc:
+            raise BadRequest(f"invalid TraceQL query: {exc}") from None
+    if query is None or (attr.scope == "intrinsic" and attr.name in ("status", "kind")):
+        values = _attr_values(store, attr)
     else:
-        scopes = {"span": ("span",), "resource": ("resource",), "unscoped": ("span", "resource")}[attr.scope]
-        for sc in scopes:
-            out.update(dict.fromkeys(store.tag_index[sc].get(attr.name, {})))
-    return {"tagValues": [{"type": t, "value": v} for t, v in sorted(out)]}
+        values = _filtered_values(store, attr, query)
+    out = [{"type": t, "value": f"{float(v):.5f}" if t == "float" else v} for t, v in sorted(values)]
+    return _values_or_empty("tagValues", out)

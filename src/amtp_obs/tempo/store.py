@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
 from amtp_obs.tempo.ingest import ParsedExport, parse_export
 from amtp_obs.tempo.metrics import TENANT, TempoMetrics
 
@@ -424,6 +427,53 @@ class TraceInfo:
             self.end_ns = end
         if name is not None and self.root_name is None:
             self.root_service, self.root_name = svc, name
+
+
+UNLISTED_VALUE_TYPES = ("array", "kvlist")
+"""Tag-index types that make a key appear in tag lists but offer no values (vParquet3 keeps them as JSON)."""
+
+
+def combine_spans(td: TracesData) -> int:
+    """Drop every span whose (span id, kind) was seen earlier in the trace; returns how many were dropped.
+
+    Tempo 2.4.1 pkg/model/trace/combine.go dedupes by a hash of span id and kind (Zipkin shares
+    ids between client and server spans), so a retried export shows once.
+    """
+    seen: set[tuple[bytes, int]] = set()
+    dropped = 0
+    for rs in td.resource_spans:
+        for ss in rs.scope_spans:
+            dup = []
+            for i, sp in enumerate(ss.spans):
+                key = (sp.span_id, sp.kind)
+                if key in seen:
+                    dup.append(i)
+                else:
+                    seen.add(key)
+            for i in reversed(dup):
+                del ss.spans[i]
+            dropped += len(dup)
+    if dropped:
+        for rs in td.resource_spans:
+            for i in reversed([i for i, ss in enumerate(rs.scope_spans) if not ss.spans]):
+                del rs.scope_spans[i]
+        for i in reversed([i for i, rs in enumerate(td.resource_spans) if not rs.scope_spans]):
+            del td.resource_spans[i]
+    return dropped
+
+
+@dataclass
+class StoredTrace:
+    """A trace as read back: its summary, the combined TracesData and, when nothing was dropped, the stored bytes."""
+
+    info: TraceInfo
+    data: TracesData
+    raw: bytes | None
+    size: int
+    """Bytes read from storage for this trace (search's inspectedBytes)."""
+
+    def protobuf(self) -> bytes:
+        return self.raw if self.raw is not None else self.data.SerializeToString()
 
 
 class StoreClosed(RuntimeError):
@@ -906,6 +956,35 @@ class TraceStore:
             if hp:
                 parts.extend(list(hp))
         return b"".join(parts) or None
+
+    def trace_info(self, tid: bytes) -> TraceInfo | None:
+        """Start, end and root of a trace without reading it."""
+        return self.traces.get(tid)
+
+    def trace(self, tid: bytes) -> StoredTrace | None:
+        """The trace with every span once (a retried export is stored twice), or None."""
+        info = self.traces.get(tid)
+        blob = self.find(tid)
+        if info is None or blob is None:
+            return None
+        td = TracesData()
+        try:
+            td.ParseFromString(blob)
+        except DecodeError as exc:
+            log.warning("trace %s: undecodable stored data: %s", tid.hex(), exc)
+            return None
+        return StoredTrace(info, td, None if combine_spans(td) else blob, len(blob))
+
+    def tag_names(self, scope: str) -> list[str]:
+        """Attribute keys seen in ``span`` or ``resource`` scope (array and kvlist values included)."""
+        return sorted(self.tag_index[scope])
+
+    def tag_values(self, scope: str, key: str) -> list[tuple[str, str]]:
+        """(TraceQL type, value) pairs seen for a key; array/kvlist values are not offered, as in Tempo."""
+        return [tv for tv in self.tag_index[scope].get(key, {}) if tv[0] not in UNLISTED_VALUE_TYPES]
+
+    def span_name_values(self) -> list[str]:
+        return list(self.span_names)
 
     def trace_ids_newest_first(self) -> Iterator[bytes]:
         """Trace ids, newest first, without copying them (a search usually stops after a few).

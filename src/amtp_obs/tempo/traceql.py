@@ -1,18 +1,23 @@
-"""A TraceQL subset: spanset filters with attribute and intrinsic comparisons, && / || and parentheses.
+"""TraceQL as Tempo 2.4.1 runs it for search: spanset filters, structural operators and pipelines.
 
-Supported: ``{ }`` spansets joined by ``&&`` / ``||``; inside, comparisons of ``span.x``,
-``resource.x``, ``.x`` (span first, then resource) or the intrinsics ``name``, ``status``,
-``statusMessage``, ``kind``, ``duration``, ``rootName``, ``rootServiceName``, ``traceDuration``
-against string, integer, float, duration, boolean, status and kind literals, with ``= != =~ !~ >
->= < <=``, combined by ``&&`` / ``||`` and parentheses. Pipelines, aggregates and structural
-operators are refused with a clear error. Regular expressions are fully anchored.
+Supported (grammar of pkg/traceql/expr.y at v2.4.1): ``{ }`` spansets joined by ``&&`` / ``||`` and the
+structural operators ``>`` ``<`` ``>>`` ``<<`` ``~`` and their negations ``!>`` ``!<`` ``!>>`` ``!<<``
+``!~`` (all left-associative; the structural ones bind tighter than ``&&`` / ``||``, which bind
+equally, as the grammar's ``%left`` lines say); pipelines ``| { ... }``, ``| select(...)``,
+``| by(...)``, ``| coalesce()`` and scalar filters ``| count() > n`` / ``avg|min|max|sum(field) op
+value``. Inside a spanset: comparisons of ``span.x``, ``resource.x``, ``.x`` (span first, then
+resource) or the intrinsics ``name``, ``status``, ``statusMessage``, ``kind``, ``duration``,
+``rootName``, ``rootServiceName``, ``traceDuration`` against string, integer, float, duration,
+boolean, status and kind literals, with ``= != =~ !~ > >= < <=``, combined by ``&&`` / ``||`` and
+parentheses. Not supported (a clear error): arithmetic in field expressions, ``parent.``-scoped
+attributes, ``!`` negation, metrics queries (``| rate()``). Regular expressions are fully anchored.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -65,7 +70,7 @@ _TOKEN = re.compile(
     (?P<ws>\s+)
   | (?P<str>"(?:[^"\\]|\\.)*"|`[^`]*`)
   | (?P<num>-?(?:\d+\.\d*|\.\d+|\d+)(?:ns|us|µs|ms|s|m|h)?(?![A-Za-z0-9_.]))
-  | (?P<op>&&|\|\||=~|!~|!=|>=|<=|=|>|<|\{|\}|\(|\)|\||!)
+  | (?P<op>!>>|!<<|!>|!<|>>|<<|&&|\|\||=~|!~|!=|>=|<=|=|>|<|~|\{|\}|\(|\)|\||!|,)
   | (?P<ident>\.?[A-Za-z_][A-Za-z0-9_.\-/]*)
     """,
     re.VERBOSE,
@@ -121,14 +126,64 @@ class SpansetOp:
     right: Any
 
 
+STRUCTURAL_OPS = (">", "<", ">>", "<<", "~", "!>", "!<", "!>>", "!<<", "!~")
+"""Spanset relations of expr.y v2.4.1 (child, parent, descendant, ancestor, sibling and their negations)."""
+AGGREGATES = ("count", "avg", "min", "max", "sum")
+SCALAR_OPS = ("=", "!=", "<", "<=", ">", ">=")
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    op: str  # count | avg | min | max | sum
+    attr: Attr | None
+
+    def __str__(self) -> str:
+        """The spanset attribute name Tempo gives the result (ast_stringer.go: ``count()``, ``avg(duration)``)."""
+        return f"{self.op}({self.attr if self.attr is not None else ''})"
+
+
+@dataclass(frozen=True)
+class ScalarFilter:
+    agg: Aggregate
+    op: str
+    lit: Lit
+
+
+@dataclass(frozen=True)
+class Select:
+    attrs: tuple[Attr, ...]
+
+
+@dataclass(frozen=True)
+class GroupBy:
+    attr: Attr
+
+    def __str__(self) -> str:
+        return f"by({self.attr})"
+
+
+@dataclass(frozen=True)
+class Coalesce:
+    pass
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    stages: tuple[Any, ...]  # spanset expressions, ScalarFilter, Select, GroupBy, Coalesce
+
+
 @dataclass(frozen=True)
 class Query:
     root: Any
 
     @property
     def attributes(self) -> list[Attr]:
-        """Attributes the query reads, in order: the search API returns their values per span."""
+        """Attributes the query reads or selects, in order: the search API returns their values per span."""
         out: list[Attr] = []
+
+        def add(a: Attr | None) -> None:
+            if a is not None and a not in out:
+                out.append(a)
 
         def walk(n: Any) -> None:
             if isinstance(n, (SpansetOp, BoolOp)):
@@ -136,8 +191,38 @@ class Query:
                 walk(n.right)
             elif isinstance(n, Spanset) and n.cond is not None:
                 walk(n.cond)
-            elif isinstance(n, Cond) and n.attr not in out:
-                out.append(n.attr)
+            elif isinstance(n, Cond):
+                add(n.attr)
+            elif isinstance(n, Pipeline):
+                for stage in n.stages:
+                    walk(stage)
+            elif isinstance(n, Select):
+                for a in n.attrs:
+                    add(a)
+            elif isinstance(n, ScalarFilter):
+                add(n.agg.attr)
+            elif isinstance(n, GroupBy):
+                add(n.attr)
+
+        walk(self.root)
+        return out
+
+    @property
+    def duration_outputs(self) -> set[str]:
+        """Spanset attributes (``avg(duration)``, ``by(traceDuration)``) whose values are durations."""
+        out: set[str] = set()
+
+        def walk(n: Any) -> None:
+            if isinstance(n, SpansetOp):
+                walk(n.left)
+                walk(n.right)
+            elif isinstance(n, Pipeline):
+                for stage in n.stages:
+                    walk(stage)
+            elif isinstance(n, ScalarFilter) and n.agg.attr is not None and n.agg.attr.type == "duration":
+                out.add(str(n.agg))
+            elif isinstance(n, GroupBy) and n.attr.type == "duration":
+                out.add(str(n))
 
         walk(self.root)
         return out
@@ -207,40 +292,148 @@ class _Parser:
         tok = self.peek()
         return tok is not None and tok[1] == text
 
-    # spanset level
+    # pipeline level
     def query(self) -> Query:
         if not self.toks:
             raise TraceQLError("empty query")
-        root = self.spanset_or()
+        root = self.pipeline_expr()
         tok = self.peek()
         if tok is not None:
-            if tok[1] == "|":
-                raise TraceQLError(
-                    f"pipelines (| ...) are not supported by the embedded trace store (position {tok[2]})"
-                )
-            if tok[1] in (">", ">>", "<", "~"):
-                raise TraceQLError(f"structural operators are not supported (position {tok[2]})")
             raise TraceQLError(f"unexpected {tok[1]!r} at position {tok[2]}")
         return Query(root)
 
-    def spanset_or(self) -> Any:
-        left = self.spanset_and()
-        while self.at("||"):
-            self.take()
-            left = SpansetOp("||", left, self.spanset_and())
+    def pipeline_expr(self) -> Any:
+        """spansetPipelineExpression: pipelines joined by && / || and the structural operators."""
+        left = self.pipeline_rel()
+        while self.at("&&") or self.at("||"):
+            op = self.take()[1]
+            left = SpansetOp(op, left, self.pipeline_rel())
         return left
 
-    def spanset_and(self) -> Any:
-        left = self.spanset_primary()
-        while self.at("&&"):
+    def pipeline_rel(self) -> Any:
+        left = self.pipeline_primary()
+        while (tok := self.peek()) is not None and tok[1] in STRUCTURAL_OPS:
             self.take()
-            left = SpansetOp("&&", left, self.spanset_primary())
+            left = SpansetOp(tok[1], left, self.pipeline_primary())
         return left
+
+    def pipeline_primary(self) -> Any:
+        """A pipeline, or a parenthesised pipeline expression (one grammar, so ``(`` is tried both ways)."""
+        stages = [self.spanset_or()]
+        while self.at("|"):
+            self.take()
+            stages.append(self.stage())
+        return stages[0] if len(stages) == 1 else Pipeline(tuple(stages))
+
+    def stage(self) -> Any:
+        tok = self.peek()
+        if tok is None:
+            raise TraceQLError("unexpected end of query after '|'")
+        word = tok[1]
+        if word in AGGREGATES:
+            agg = self.aggregate()
+            op = self.take()
+            if op[1] not in SCALAR_OPS:
+                raise TraceQLError(f"expected a comparison after {agg} at position {op[2]}, found {op[1]!r}")
+            lit = self.operand()
+            if not isinstance(lit, Lit) or lit.type not in ("int", "float", "duration"):
+                raise TraceQLError(f"{agg} can only be compared with a number or a duration")
+            return ScalarFilter(agg, op[1], lit)
+        if word == "select":
+            self.take()
+            self.expect("(")
+            attrs = [self.attribute()]
+            while self.at(","):
+                self.take()
+                attrs.append(self.attribute())
+            self.expect(")")
+            return Select(tuple(attrs))
+        if word == "by":
+            self.take()
+            self.expect("(")
+            attr = self.attribute()
+            self.expect(")")
+            return GroupBy(attr)
+        if word == "coalesce":
+            self.take()
+            self.expect("(")
+            self.expect(")")
+            return Coalesce()
+        if word in ("rate", "count_over_time", "quantile_over_time", "histogram_over_time"):
+            raise TraceQLError(f"metrics queries ({word}) are not supported by /api/search")
+        return self.spanset_or()
+
+    def aggregate(self) -> Aggregate:
+        op = self.take()[1]
+        self.expect("(")
+        if op == "count":
+            self.expect(")")
+            return Aggregate("count", None)
+        attr = self.attribute()
+        self.expect(")")
+        if attr.type not in (None, "duration"):
+            raise TraceQLError(f"aggregate field expressions must resolve to a number type: {op}({attr})")
+        return Aggregate(op, attr)
+
+    def attribute(self) -> Attr:
+        tok = self.peek()
+        a = self.operand()
+        if not isinstance(a, Attr):
+            raise TraceQLError(f"expected an attribute at position {tok[2] if tok else 0}")
+        return a
+
+    # spanset level
+    def spanset_or(self) -> Any:
+        """spansetExpression: && and || bind equally and associate to the left (expr.y ``%left AND OR``)."""
+        left = self.spanset_rel()
+        while (self.at("&&") or self.at("||")) and self._spanset_follows():
+            op = self.take()[1]
+            left = SpansetOp(op, left, self.spanset_rel())
+        return left
+
+    def spanset_rel(self) -> Any:
+        left = self.spanset_primary()
+        while (tok := self.peek()) is not None and tok[1] in STRUCTURAL_OPS and self._spanset_follows():
+            self.take()
+            left = SpansetOp(tok[1], left, self.spanset_primary())
+        return left
+
+    def _spanset_follows(self) -> bool:
+        """After an operator: a plain spanset expression (not a parenthesised pipeline) continues here."""
+        j = self.i + 1
+        depth = 0
+        while j < len(self.toks) and self.toks[j][1] == "(":
+            depth += 1
+            j += 1
+        if j >= len(self.toks) or self.toks[j][1] != "{":
+            return False
+        if depth == 0:
+            return True
+        # a parenthesised group: a spanset expression only if no '|' occurs before it closes
+        level = depth
+        j += 1
+        while j < len(self.toks) and level > 0:
+            t = self.toks[j][1]
+            if t == "(":
+                level += 1
+            elif t == ")":
+                level -= 1
+            elif t == "|" and level <= depth:
+                return False
+            j += 1
+        return True
 
     def spanset_primary(self) -> Any:
         tok = self.take()
         if tok[1] == "(":
+            save = self.i
             inner = self.spanset_or()
+            if self.at(")"):
+                self.take()
+                return inner
+            # a parenthesised pipeline: ``({ ... } | count() > 1) && { ... }``
+            self.i = save
+            inner = self.pipeline_expr()
             self.expect(")")
             return inner
         if tok[1] != "{":
@@ -254,17 +447,11 @@ class _Parser:
 
     # field level
     def field_or(self) -> Any:
-        left = self.field_and()
-        while self.at("||"):
-            self.take()
-            left = BoolOp("||", left, self.field_and())
-        return left
-
-    def field_and(self) -> Any:
+        """fieldExpression: && and || bind equally and associate to the left (expr.y ``%left AND OR``)."""
         left = self.field_primary()
-        while self.at("&&"):
-            self.take()
-            left = BoolOp("&&", left, self.field_primary())
+        while self.at("&&") or self.at("||"):
+            op = self.take()[1]
+            left = BoolOp(op, left, self.field_primary())
         return left
 
     def field_primary(self) -> Any:
@@ -447,8 +634,11 @@ def _compare(value: Any, c: Cond) -> bool:
     lt = lit.type
     if lt == "string":
         ok = isinstance(value, str)
-    elif lt in ("int", "float"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif lt == "int":
+        # vparquet3 block_traceql.go createAttributeIterator: an int literal reads the int column only
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif lt == "float":
+        ok = isinstance(value, float)
     elif lt == "bool":
         ok = isinstance(value, bool)
     elif lt == "duration":
@@ -468,22 +658,147 @@ def eval_cond(cond: Any, view: SpanView) -> bool:
     return _compare(lookup(view, cond.attr), cond)
 
 
-def evaluate(query: Query, spans: list[SpanView]) -> list[SpanView]:
-    """Spans matched by the query in this trace; empty when the trace does not match."""
+@dataclass
+class SpanSet:
+    """One result of a query in one trace: its spans and the attributes pipeline stages attached."""
 
-    def run(node: Any) -> list[SpanView]:
+    spans: list[SpanView]
+    attributes: list[tuple[str, Any]] = field(default_factory=list)
+    scalar: Any = None
+
+
+class _Relations:
+    """Parent links of one trace, for the structural operators (Tempo uses nested sets; same answers)."""
+
+    def __init__(self, spans: list[SpanView]) -> None:
+        self.parent = {v.span.span_id: v.span.parent_span_id for v in spans}
+
+    def ancestors(self, sid: bytes) -> list[bytes]:
+        out, seen = [], {sid}
+        p = self.parent.get(sid, b"")
+        while p and p not in seen:
+            out.append(p)
+            seen.add(p)
+            p = self.parent.get(p, b"")
+        return out
+
+    def related(self, op: str, lhs: list[SpanView], r: SpanView) -> bool:
+        rid, rparent = r.span.span_id, r.span.parent_span_id
+        match op.lstrip("!"):
+            case ">":  # r is a child of an lhs span
+                return bool(rparent) and any(v.span.span_id == rparent for v in lhs)
+            case "<":  # r is the parent of an lhs span
+                return any(v.span.parent_span_id == rid for v in lhs)
+            case ">>":  # r descends from an lhs span
+                anc = set(self.ancestors(rid))
+                return any(v.span.span_id in anc for v in lhs)
+            case "<<":  # r is an ancestor of an lhs span
+                return any(rid in self.ancestors(v.span.span_id) for v in lhs)
+            case "~":  # r shares its parent with another lhs span
+                return bool(rparent) and any(v.span.parent_span_id == rparent and v is not r for v in lhs)
+        raise TraceQLError(f"spanset operation ({op}) not supported")
+
+
+def _unique(sets: list[SpanSet]) -> list[SpanView]:
+    out: list[SpanView] = []
+    seen: set[int] = set()
+    for ss in sets:
+        for v in ss.spans:
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
+
+
+def _numeric(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _aggregate(agg: Aggregate, spans: list[SpanView]) -> Any:
+    """ast_execute.go Aggregate.evaluate (v2.4.1): count, or avg/min/max/sum of the field over the spans."""
+    if agg.op == "count":
+        return len(spans)
+    assert agg.attr is not None
+    values = [n for v in spans if (n := _numeric(lookup(v, agg.attr))) is not None]
+    if not values:
+        return None
+    match agg.op:
+        case "avg":
+            return sum(values) / len(values)
+        case "min":
+            return min(values)
+        case "max":
+            return max(values)
+    return sum(values)
+
+
+def evaluate(query: Query, spans: list[SpanView]) -> list[SpanSet]:
+    """The spansets the query leaves in this trace (engine.go ExecuteSearch); empty when it does not match."""
+    rel: _Relations | None = None
+
+    def relations() -> _Relations:
+        nonlocal rel
+        if rel is None:
+            rel = _Relations(spans)
+        return rel
+
+    def run(node: Any, inputs: list[SpanSet]) -> list[SpanSet]:
         if isinstance(node, Spanset):
-            return [v for v in spans if eval_cond(node.cond, v)]
-        left = run(node.left)
-        if node.op == "&&":
-            if not left:
-                return []
-            right = run(node.right)
-            if not right:
-                return []
-        else:
-            right = run(node.right)
-        seen = {id(v) for v in left}
-        return left + [v for v in right if id(v) not in seen]
+            out = []
+            for ss in inputs:
+                kept = [v for v in ss.spans if eval_cond(node.cond, v)]
+                if kept:
+                    out.append(SpanSet(kept, list(ss.attributes), ss.scalar))
+            return out
+        if isinstance(node, Pipeline):
+            for stage in node.stages:
+                inputs = run(stage, inputs)
+                if not inputs:
+                    break
+            return inputs
+        if isinstance(node, Select):
+            return inputs  # the selected attributes are read when the answer is built
+        if isinstance(node, ScalarFilter):
+            out = []
+            for ss in inputs:
+                value = _aggregate(node.agg, ss.spans)
+                if value is not None and _CMP[node.op](value, node.lit.value):
+                    out.append(SpanSet(ss.spans, [*ss.attributes, (str(node.agg), value)], value))
+            return out
+        if isinstance(node, GroupBy):
+            out = []
+            for ss in inputs:
+                groups: dict[Any, list[SpanView]] = {}
+                for v in ss.spans:
+                    key = lookup(v, node.attr)
+                    groups.setdefault(None if key is _MISSING else key, []).append(v)
+                for key, members in groups.items():
+                    out.append(SpanSet(members, [*ss.attributes, (str(node), key)], ss.scalar))
+            return out
+        if isinstance(node, Coalesce):
+            return [SpanSet(_unique(inputs))] if inputs else []
+        assert isinstance(node, SpansetOp)
+        out = []
+        for ss in inputs:
+            lhs, rhs = run(node.left, [ss]), run(node.right, [ss])
+            if node.op in ("&&", "||"):
+                if (lhs and rhs) if node.op == "&&" else (lhs or rhs):
+                    out.append(SpanSet(_unique(lhs + rhs), list(ss.attributes), ss.scalar))
+                continue
+            if not lhs or not rhs:
+                continue
+            if len(lhs) > 1 or len(rhs) > 1:
+                raise TraceQLError(
+                    "spanset operators are not supported for multiple spansets per trace. consider using coalesce()"
+                )
+            negate, left = node.op.startswith("!"), lhs[0].spans
+            kept = [r for r in rhs[0].spans if relations().related(node.op, left, r) != negate]
+            if kept:
+                out.append(SpanSet(kept, list(ss.attributes), ss.scalar))
+        return out
 
-    return run(query.root)
+    if not spans:
+        return []
+    return run(query.root, [SpanSet(list(spans))])
