@@ -74,13 +74,23 @@ UNLIMITED_BYTES = 10**12
 
 
 def tempo_config(
-    root: Path, ports: TempoPorts, *, generator: bool = False, ingestion_limits: bool = True
+    root: Path,
+    ports: TempoPorts,
+    *,
+    generator: bool = False,
+    ingestion_limits: bool = True,
+    ingester: dict[str, Any] | None = None,
+    data: Path | None = None,
 ) -> dict[str, Any]:
-    """tempo.yaml on free ports with storage under ``root``; the metrics generator off unless asked
-    (it would remote-write to a Prometheus that these scenarios do not run). ``ingestion_limits=False``
-    lifts the configured byte rate/burst limits, to measure what the code can do rather than the
-    design's 15 MB/s per-tenant limit."""
+    """tempo.yaml on free ports with storage under ``data`` (default ``root``); the metrics generator
+    off unless asked (it would remote-write to a Prometheus that these scenarios do not run).
+    ``ingestion_limits=False`` lifts the configured byte rate/burst limits, to measure what the code
+    can do rather than the design's 15 MB/s per-tenant limit; ``ingester`` overrides keys of that
+    section (block cut timing)."""
     doc = copy.deepcopy(project().load_yaml(TEMPO_CONFIG))
+    data = data or root
+    if ingester:
+        doc.setdefault("ingester", {}).update(ingester)
     if not ingestion_limits:
         ingestion = doc.setdefault("overrides", {}).setdefault("defaults", {}).setdefault("ingestion", {})
         ingestion.update(rate_limit_bytes=UNLIMITED_BYTES, burst_size_bytes=UNLIMITED_BYTES)
@@ -93,11 +103,11 @@ def tempo_config(
     )
     doc["distributor"]["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": ports.otlp_target}}
     storage = doc["storage"]["trace"]
-    storage["wal"]["path"] = str(root / "wal")
-    storage["local"]["path"] = str(root / "blocks")
+    storage["wal"]["path"] = str(data / "wal")
+    storage["local"]["path"] = str(data / "blocks")
     gen = doc.get("metrics_generator") or {}
     if "storage" in gen:
-        gen["storage"]["path"] = str(root / "generator")
+        gen["storage"]["path"] = str(data / "generator")
     if not generator:
         doc.setdefault("overrides", {}).setdefault("defaults", {}).setdefault("metrics_generator", {})[
             "processors"
@@ -280,10 +290,9 @@ class Proc:
         self.popen.wait(10)
 
 
-def tempo_proc(root: Path, ports: TempoPorts, *, generator: bool = False, ingestion_limits: bool = True) -> Proc:
-    cfg = write_yaml(
-        root / "tempo.yaml", tempo_config(root, ports, generator=generator, ingestion_limits=ingestion_limits)
-    )
+def tempo_proc(root: Path, ports: TempoPorts, **kwargs: Any) -> Proc:
+    """The trace store with its config and log under ``root``; ``kwargs`` as :func:`tempo_config`."""
+    cfg = write_yaml(root / "tempo.yaml", tempo_config(root, ports, **kwargs))
     return Proc(
         "tempo",
         [sys.executable, "-m", "amtp_obs.tempo", "--config", str(cfg)],
