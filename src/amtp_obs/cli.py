@@ -6,6 +6,7 @@ import typer
 
 from amtp_obs.check import cli as check_cli
 from amtp_obs.dashboard import cli as dashboard_cli
+from amtp_obs.pricing import cli as pricing_cli
 from amtp_obs.stack import cli as stack_cli
 
 app = typer.Typer(
@@ -16,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (check_cli, stack_cli, dashboard_cli):
+for module in (check_cli, stack_cli, dashboard_cli, pricing_cli):
     module.register(app)
 
 

@@ -921,4 +921,7 @@ def datasource_uids(ctx: Context) -> Iterator[Finding]:
                 )
 
 
-from amtp_obs.check import facts  # noqa: E402, F401  (registers the config-fact checks after these)
+from amtp_obs.check import (  # noqa: E402  (registers these modules' checks after the ones above)
+    facts,  # noqa: F401  config facts
+    pricing_catalog,  # noqa: F401  price catalog, budgets, rendered pricing rules
+)

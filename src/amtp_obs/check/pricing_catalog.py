@@ -1,0 +1,53 @@
+"""``amtp-obs check``: the price catalog and budgets are valid, and the rendered pricing rules are current.
+
+Self-contained (registered by one import in checks.py): one finding per fault, at the catalog line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from amtp_obs.check.checks import PROMTOOL
+from amtp_obs.check.framework import Context, Finding, YamlDoc, check, error, require_tool, run_tool
+from amtp_obs.pricing import budgets as budgets_mod
+from amtp_obs.pricing import catalog as catalog_mod
+from amtp_obs.pricing import rules as rules_mod
+from amtp_obs.pricing.catalog import CatalogError, Problem
+
+
+def _findings(rel: str, doc: YamlDoc | None, problems: list[Problem]) -> Iterator[Finding]:
+    for p in problems:
+        line = doc.line(*p.path) if doc is not None else None
+        yield error(p.render(), rel, line)
+
+
+def _doc(ctx: Context, rel: str) -> YamlDoc | None:
+    try:
+        return ctx.yaml(rel)
+    except Exception:  # the parse error itself is reported by the loader below
+        return None
+
+
+@check("pricing", "price catalog and budgets valid; pricing.rules.yml rendered from them and accepted by promtool")
+def pricing(ctx: Context) -> Iterator[Finding]:
+    ok = True
+    for rel, parse in (
+        (catalog_mod.CATALOG_FILE, catalog_mod.parse),
+        (budgets_mod.BUDGETS_FILE, budgets_mod.parse),
+    ):
+        try:
+            parse(ctx.read_text(rel))
+        except CatalogError as exc:
+            ok = False
+            yield from _findings(rel, _doc(ctx, rel), exc.problems)
+    if not ok:
+        return
+    expected = rules_mod.render_checkout(ctx.root)
+    committed = (ctx.root / rules_mod.RULES_FILE).read_text() if ctx.exists(rules_mod.RULES_FILE) else None
+    if committed != expected:
+        what = "is missing" if committed is None else "is stale (the catalog or budgets changed since it was rendered)"
+        yield error(f"{what}: run `amtp-obs pricing render`", rules_mod.RULES_FILE)
+        return
+    res = run_tool([require_tool(PROMTOOL), "check", "rules", rules_mod.RULES_FILE], cwd=ctx.root)
+    if res.returncode != 0:
+        yield error(f"promtool check rules failed: {res.output.splitlines()[-1:]}", rules_mod.RULES_FILE)
