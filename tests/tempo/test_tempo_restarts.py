@@ -107,6 +107,12 @@ def test_crash_between_block_rename_and_wal_delete_replays_nothing_twice(tmp_pat
     seg.write_bytes(saved)  # the segment as it was when the block's rename reached the disk
     with TempoThread(TempoApp.from_config(doc)) as app:
         assert wait_until(lambda: not seg.exists(), timeout=5), "the segment already in a block was kept"
+        store = app.store
+        for tid in tids:
+            # Reads deduplicate spans, so count where the store keeps the trace: one block, no head.
+            info = store.traces[tid]
+            in_heads = sum(tid in h.traces for h in (*store.sealed, store.head) if h is not None)
+            assert len(info.locations) + in_heads == 1, f"trace {tid.hex()} loaded twice"
         with httpx.Client(base_url=app.http_url, timeout=10) as http:
             for tid in tids:
                 spans = [

@@ -55,6 +55,8 @@ _NONE = 0xFFFF
 MAX_TAG_VALUES = 1000
 """Distinct values kept per tag key for the tag-values APIs."""
 TAGS_FILE = "tags.json"
+FLUSH_FAILURE_LOG_PERIOD = 60.0
+"""A block write that keeps failing (disk full) is logged once, then at most once a minute."""
 HEAD_MEMORY_CAP = 64 * 1024 * 1024
 """Heads live in memory (Tempo keeps its head block on disk): cut at this size whatever max_block_bytes says."""
 
@@ -245,6 +247,8 @@ class Head:
     metas: dict[bytes, list] = field(default_factory=dict)  # [start, end, root service, root name]
     size: int = 0
     created: float = field(default_factory=time.monotonic)
+    flush_failures: int = 0
+    failure_logged: float = 0.0
 
 
 class CorruptBlock(ValueError):
@@ -855,7 +859,16 @@ class TraceStore:
                 self.metrics.failed_flushes.inc()
                 if isinstance(exc, OSError):
                     self._storage_failed("block", exc)
-                log.error("writing block for WAL segment %d failed: %s", head.seq, exc)
+                head.flush_failures += 1
+                now = time.monotonic()
+                if head.flush_failures == 1 or now - head.failure_logged >= FLUSH_FAILURE_LOG_PERIOD:
+                    head.failure_logged = now
+                    log.error(
+                        "writing block for WAL segment %d failed (%d attempts so far, retried every cycle): %s",
+                        head.seq,
+                        head.flush_failures,
+                        exc,
+                    )
                 continue
             finally:
                 self._flushing.discard(head.seq)
