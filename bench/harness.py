@@ -292,7 +292,12 @@ class Proc:
 
 def tempo_proc(root: Path, ports: TempoPorts, **kwargs: Any) -> Proc:
     """The trace store with its config and log under ``root``; ``kwargs`` as :func:`tempo_config`."""
-    cfg = write_yaml(root / "tempo.yaml", tempo_config(root, ports, **kwargs))
+    return tempo_proc_from(root, ports, tempo_config(root, ports, **kwargs))
+
+
+def tempo_proc_from(root: Path, ports: TempoPorts, doc: dict[str, Any]) -> Proc:
+    """The trace store on a config a scenario has edited further (a doc from :func:`tempo_config`)."""
+    cfg = write_yaml(root / "tempo.yaml", doc)
     return Proc(
         "tempo",
         [sys.executable, "-m", "amtp_obs.tempo", "--config", str(cfg)],
@@ -302,7 +307,12 @@ def tempo_proc(root: Path, ports: TempoPorts, **kwargs: Any) -> Proc:
 
 
 def collector_proc(root: Path, ports: CollectorPorts, tempo_otlp: str, **kwargs: Any) -> Proc:
-    cfg = write_yaml(root / "collector.yaml", collector_config(ports, tempo_otlp, **kwargs))
+    return collector_proc_from(root, ports, collector_config(ports, tempo_otlp, **kwargs))
+
+
+def collector_proc_from(root: Path, ports: CollectorPorts, doc: dict[str, Any]) -> Proc:
+    """The collector on a config a scenario has edited further (a doc from :func:`collector_config`)."""
+    cfg = write_yaml(root / "collector.yaml", doc)
     return Proc(
         "collector",
         [sys.executable, "-m", "amtp_obs.collector", "--config", str(cfg)],
