@@ -54,8 +54,14 @@ def otlp_exporter(doc: dict[str, Any]) -> dict[str, Any]:
 async def test_memory_limiter_refuses_over_the_soft_limit(sink: OtlpSink, make_collector: Any) -> None:
     doc = render(project_config(), sink.grpc_endpoint)
     ml_id = find_id(doc, "processors", "memory_limiter")
-    doc["processors"][ml_id].update(limit_mib=2, spike_limit_mib=1)  # this process is far above 1 MiB
+    # this process is far above 1 MiB; the first check runs one interval after start, as upstream's ticker
+    doc["processors"][ml_id].update(limit_mib=2, spike_limit_mib=1, check_interval="50ms")
     c = await make_collector(doc)
+    limiter = next(p for p in c.processors if str(p.id) == ml_id)
+    for _ in range(200):
+        if limiter.memory.refusing:
+            break
+        await asyncio.sleep(0.02)
 
     r = await post_spans(c, 4)
     assert r.status_code == 503

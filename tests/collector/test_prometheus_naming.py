@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from amtp_obs import contract
-from amtp_obs.collector.prometheus_naming import build_metric_name, normalize_label
+from amtp_obs.collector.prometheus_naming import PER_UNIT_MAP, UNIT_MAP, build_metric_name, normalize_label
 
 
 @pytest.mark.parametrize(
@@ -103,3 +103,80 @@ def test_contract_counters_match_exporter_before_relabel() -> None:
 )
 def test_normalize_label(attr: str, label: str) -> None:
     assert normalize_label(attr) == label
+
+
+# Every entry of unitMap and perUnitMap in collector-contrib v0.100.0
+# pkg/translator/prometheus/normalize_name.go, typed from that source (not read from our module).
+CONTRIB_0_100_UNIT_MAP = [
+    ("d", "days"),
+    ("h", "hours"),
+    ("min", "minutes"),
+    ("s", "seconds"),
+    ("ms", "milliseconds"),
+    ("us", "microseconds"),
+    ("ns", "nanoseconds"),
+    ("By", "bytes"),
+    ("KiBy", "kibibytes"),
+    ("MiBy", "mebibytes"),
+    ("GiBy", "gibibytes"),
+    ("TiBy", "tibibytes"),
+    ("KBy", "kilobytes"),
+    ("MBy", "megabytes"),
+    ("GBy", "gigabytes"),
+    ("TBy", "terabytes"),
+    ("m", "meters"),
+    ("V", "volts"),
+    ("A", "amperes"),
+    ("J", "joules"),
+    ("W", "watts"),
+    ("g", "grams"),
+    ("Cel", "celsius"),
+    ("Hz", "hertz"),
+    ("%", "percent"),
+]
+CONTRIB_0_100_PER_UNIT_MAP = [
+    ("s", "second"),
+    ("m", "minute"),
+    ("h", "hour"),
+    ("d", "day"),
+    ("w", "week"),
+    ("mo", "month"),
+    ("y", "year"),
+]
+
+
+@pytest.mark.parametrize(("unit", "word"), CONTRIB_0_100_UNIT_MAP)
+def test_every_main_unit_of_contrib_0_100(unit: str, word: str) -> None:
+    """normalize_name.go (collector-contrib v0.100.0) unitMap: the mapped word is appended to a gauge."""
+    assert build_metric_name("x", unit, namespace="", monotonic_sum=False) == f"x_{word}"
+
+
+@pytest.mark.parametrize(("unit", "word"), CONTRIB_0_100_PER_UNIT_MAP)
+def test_every_per_unit_of_contrib_0_100(unit: str, word: str) -> None:
+    """normalize_name.go (v0.100.0) perUnitMap: ``By/<unit>`` -> ``bytes_per_<word>``."""
+    assert build_metric_name("x", f"By/{unit}", namespace="", monotonic_sum=False) == f"x_bytes_per_{word}"
+
+
+def test_the_map_has_nothing_else() -> None:
+    """The module's maps are exactly contrib 0.100.0's (``1`` maps to "" and adds nothing)."""
+    assert {**dict(CONTRIB_0_100_UNIT_MAP), "1": ""} == UNIT_MAP
+    assert dict(CONTRIB_0_100_PER_UNIT_MAP) == PER_UNIT_MAP
+
+
+@pytest.mark.parametrize(
+    ("unit", "expected"),
+    [
+        # `$` and the non-UCUM byte units left contrib's map in PR #24647 (v0.83.0): at v0.100.0 `$` is an
+        # unknown unit that CleanUpString reduces to "", so nothing is appended (no `_dollars`); `B`
+        # (bel in UCUM) and `KB` are kept as written. Prometheus v0.54.0 vendors the same map
+        # (storage/remote/otlptranslator/prometheus/normalize_name.go, provenance contrib@95e8f8f).
+        ("$", "cost_total"),
+        ("B", "cost_B_total"),
+        ("KB", "cost_KB_total"),
+        ("1", "cost_total"),
+        ("{USD}", "cost_total"),
+        ("USD", "cost_USD_total"),
+    ],
+)
+def test_units_outside_the_map(unit: str, expected: str) -> None:
+    assert build_metric_name("cost", unit, namespace="", monotonic_sum=True) == expected

@@ -26,7 +26,7 @@ def _generator(tmp_path: Path, **gen: object) -> MetricsGenerator:
         tmp_path,
         metrics_generator={
             "storage": {"path": str(tmp_path / "generator"), "remote_write": []},
-            "processor": {"service_graphs": {"wait": "0s"}},
+            "processor": {"service_graphs": {"wait": "10s"}},
             **gen,
         },
         overrides={"defaults": {"metrics_generator": {"processors": ["service-graphs", "span-metrics"]}}},
@@ -306,3 +306,86 @@ def test_autocomplete_shapes_and_filters(exporter: Exporter, http: httpx.Client)
     # a q with || is not narrowed (extractmatcher.go singleFilterRegexp)
     both = http.get("/api/v2/search/tag/span.count/values", params={"q": '{ name = "a" || name = "b" }'})
     assert len(both.json()["tagValues"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# span metrics and service graphs (the registry's output, before remote write)
+# --------------------------------------------------------------------------------------------
+
+
+def _series(gen: MetricsGenerator, now_ms: int) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for s in gen.collect(now_ms):
+        out.setdefault(dict(s.labels)["__name__"], []).append(s)
+    return out
+
+
+def test_service_graph_histograms_carry_exemplars(tmp_path: Path) -> None:
+    """modules/generator/processor/servicegraphs/servicegraphs.go (v2.4.1) onComplete: both latency
+    histograms are observed with ObserveWithExemplar(..., e.TraceID, ...)."""
+    gen = _generator(tmp_path)
+    tid, client_id = new_id(16), new_id(8)
+    gen.consume(request("a", [span(tid, "call", span_id=client_id, kind=Span.SPAN_KIND_CLIENT, duration_ms=50)]))
+    gen.consume(request("b", [span(tid, "serve", parent=client_id, kind=Span.SPAN_KIND_SERVER, duration_ms=40)]))
+    series = _series(gen, int(time.time() * 1000))
+    for name in (contract.SERVICE_GRAPH_REQUEST_SERVER_SECONDS, contract.SERVICE_GRAPH_REQUEST_CLIENT_SECONDS):
+        exemplars = [e for s in series[name + "_bucket"] for e in s.exemplars]
+        assert [dict(e[0])["traceID"] for e in exemplars] == [tid.hex().lstrip("0")], name
+
+
+def test_virtual_nodes_record_zero_for_the_missing_side(tmp_path: Path) -> None:
+    """servicegraphs.go onExpire: a root SERVER span becomes client="user" and a CLIENT span with a peer
+    attribute gets server=<peer>; the missing side's latency is never set, so 0 s is observed for it.
+    Every expired edge counts in ..._expired_edges, virtual or not."""
+    gen = _generator(tmp_path)
+    gen.consume(request("front", [span(new_id(16), "GET /", kind=Span.SPAN_KIND_SERVER, duration_ms=300)]))
+    out = span(new_id(16), "pay", kind=Span.SPAN_KIND_CLIENT, duration_ms=200, attrs={"peer.service": "bank"})
+    gen.consume(request("shop", [out]))
+    gen.expire(time.monotonic() + 11)
+    series = _series(gen, int(time.time() * 1000))
+
+    def sums(name: str) -> dict[tuple[str, str], float]:
+        return {(dict(s.labels)["client"], dict(s.labels)["server"]): s.value for s in series[name + "_sum"]}
+
+    server, client = (
+        sums(contract.SERVICE_GRAPH_REQUEST_SERVER_SECONDS),
+        sums(contract.SERVICE_GRAPH_REQUEST_CLIENT_SECONDS),
+    )
+    assert server[("user", "front")] == 0.3 and client[("user", "front")] == 0.0
+    assert client[("shop", "bank")] == 0.2 and server[("shop", "bank")] == 0.0
+    assert (
+        gen.metrics.registry.get_sample_value(
+            "tempo_metrics_generator_processor_service_graphs_expired_edges_total", {"tenant": TENANT}
+        )
+        == 2
+    )
+
+
+def test_span_size_counts_the_empty_status(tmp_path: Path) -> None:
+    """spanmetrics.go (v2.4.1) adds span.Size(); the distributor re-marshals spans through pdata, whose
+    Span.Status is not nullable (vendor/go.opentelemetry.io/collector/pdata/internal/data/protogen/trace/
+    v1/trace.pb.go), so a span sent without a Status is 2 bytes (field 15, length 0) larger there."""
+    gen = _generator(tmp_path)
+    bare = span(new_id(16), "bare")
+    bare.ClearField("status")
+    with_status = span(new_id(16), "with")
+    with_status.status.message = "fine"
+    gen.consume(request("svc", [bare, with_status]))
+    sizes = {dict(k)["span_name"]: v[0] for k, v in gen.registry.counters[contract.SPANMETRICS_SIZE].items()}
+    assert sizes == {"bare": bare.ByteSize() + 2, "with": with_status.ByteSize()}
+
+
+def test_new_counters_start_at_zero_histograms_do_not(tmp_path: Path) -> None:
+    """modules/generator/registry/counter.go (v2.4.1): a new counter series is appended as 0 at the
+    collection time and its value insertOffsetDuration (1 s) later; histogram.go appends no 0."""
+    gen = _generator(tmp_path)
+    gen.consume(request("svc", [span(new_id(16), "op")]))
+    now = 1_800_000_000_000
+    first = _series(gen, now)
+    calls = [(s.value, s.timestamp_ms) for s in first[contract.SPANMETRICS_CALLS]]
+    assert calls == [(0.0, now), (1.0, now + 1000)]
+    buckets = first[contract.SPANMETRICS_LATENCY_BUCKET]
+    assert {s.timestamp_ms for s in buckets} == {now} and len(buckets) == len(gen.sm.histogram_buckets) + 1
+    assert [s.value for s in first[contract.SPANMETRICS_LATENCY_COUNT]] == [1.0]
+    later = _series(gen, now + 15_000)
+    assert [(s.value, s.timestamp_ms) for s in later[contract.SPANMETRICS_CALLS]] == [(1.0, now + 15_000)]

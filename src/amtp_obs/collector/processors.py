@@ -12,6 +12,7 @@ import math
 import re
 import struct
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -105,16 +106,25 @@ def release_memory() -> None:
         pass
 
 
-class MemoryLimiter(Processor):
-    """Refuses data while RSS is above the soft limit (limit - spike), checked every interval.
+MIN_GC_INTERVAL_WHEN_SOFT_LIMITED = 10.0
+"""internal/memorylimiter/memorylimiter.go (collector v0.100.0) minGCIntervalWhenSoftLimited."""
 
-    The collector measures the Go heap; a Python process has no comparable heap figure, so this
-    uses the resident set size, after releasing freed memory when over the soft limit. It checks
-    once at start, then every ``check_interval``.
+
+class MemoryCheck:
+    """One configured ``memory_limiter``'s state, shared by every pipeline that lists it.
+
+    As collector v0.100.0 internal/memorylimiter/memorylimiter.go CheckMemLimits: every
+    ``check_interval`` (the first check one interval after start) it reads memory; above the hard
+    limit it forces a collection; on crossing the soft limit it collects only if the last forced
+    collection is more than 10 s old; it refuses while usage is at or above the soft limit. The
+    collector measures the Go heap; a Python process has no comparable figure, so this reads the
+    resident set size, and a forced collection is ``gc.collect()`` plus ``malloc_trim`` (run in a
+    worker thread: the trim, the slow part, releases the GIL, so ingest keeps going meanwhile).
     """
 
-    def __init__(self, cid: ComponentID, config: MemoryLimiterConfig) -> None:
-        super().__init__(cid, config)
+    def __init__(self, label: str, config: MemoryLimiterConfig) -> None:
+        self.label = label
+        self.config = config
         mib = 1024 * 1024
         if config.limit_mib:
             self.hard = config.limit_mib * mib
@@ -126,32 +136,71 @@ class MemoryLimiter(Processor):
         self.soft = self.hard - spike
         self.refusing = False
         self.last_rss = 0
+        self.forced_gcs = 0
+        self._last_gc = -math.inf
+        self._users = 0
         self._task: asyncio.Task[None] | None = None
 
-    def check(self) -> None:
+    async def _collect(self) -> int:
+        await asyncio.to_thread(release_memory)
+        self._last_gc = time.monotonic()
+        self.forced_gcs += 1
+        return tm.rss_bytes()
+
+    async def check(self) -> None:
         rss = tm.rss_bytes()
-        if rss >= self.soft:
-            # The Go collector forces a GC above the hard limit and its runtime collects anyway; a
-            # Python process also has to hand freed heap back to the OS before RSS can fall.
-            release_memory()
-            rss = tm.rss_bytes()
-        self.last_rss = rss
+        if rss >= self.hard:
+            log.warning("%s: memory usage %d MiB is above the hard limit: forcing a GC", self.label, rss >> 20)
+            rss = await self._collect()
         was = self.refusing
-        self.refusing = rss >= self.soft
-        if self.refusing and not was:
-            log.warning(
-                "%s: memory usage %d MiB is above the soft limit %d MiB: refusing data",
-                self.label,
-                rss >> 20,
-                self.soft >> 20,
-            )
-        elif was and not self.refusing:
+        refusing = rss >= self.soft
+        if was and not refusing:
             log.info("%s: memory usage back within limits: accepting data", self.label)
+        if refusing and not was:
+            if time.monotonic() - self._last_gc > MIN_GC_INTERVAL_WHEN_SOFT_LIMITED:
+                rss = await self._collect()
+                refusing = rss >= self.soft
+            if refusing:
+                log.warning(
+                    "%s: memory usage %d MiB is above the soft limit %d MiB: refusing data",
+                    self.label,
+                    rss >> 20,
+                    self.soft >> 20,
+                )
+        self.last_rss = rss
+        self.refusing = refusing
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.check_interval)
-            self.check()
+            await self.check()
+
+    def start(self) -> None:
+        """startMonitoring: the first user starts the one ticker."""
+        self._users += 1
+        if self._users == 1:
+            self._task = asyncio.create_task(self._loop(), name=f"{self.label}-check")
+
+    async def shutdown(self) -> None:
+        """The last user stops it."""
+        self._users = max(0, self._users - 1)
+        if self._users == 0 and self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+_SHARED_CHECKS: weakref.WeakKeyDictionary[Host, dict[ComponentID, MemoryCheck]] = weakref.WeakKeyDictionary()
+"""Per running collector: one MemoryCheck per configured memory_limiter (factory.go getMemoryLimiter)."""
+
+
+class MemoryLimiter(Processor):
+    """The ``memory_limiter`` in one pipeline: refuses while its shared :class:`MemoryCheck` says so."""
+
+    def __init__(self, cid: ComponentID, config: MemoryLimiterConfig) -> None:
+        super().__init__(cid, config)
+        self.memory: MemoryCheck | None = None
 
     async def start(self, host: Host) -> None:
         await super().start(host)
@@ -159,19 +208,20 @@ class MemoryLimiter(Processor):
             noun = SIGNALS[name].item_noun
             for template in (tm.PROCESSOR_ACCEPTED, tm.PROCESSOR_REFUSED):
                 host.telemetry.add(tm.metric_name(template, noun), 0, processor=str(self.id))
-        self.check()
-        self._task = asyncio.create_task(self._loop())
+        checks = _SHARED_CHECKS.setdefault(host, {})
+        self.memory = checks.get(self.id)
+        if self.memory is None:
+            self.memory = checks[self.id] = MemoryCheck(self.label, self.config)
+        self.memory.start()
 
     async def shutdown(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self.memory is not None:
+            await self.memory.shutdown()
 
     async def consume(self, signal: Signal, req: Any) -> None:
-        assert self.host is not None and self.next is not None
+        assert self.host is not None and self.next is not None and self.memory is not None
         labels = {"processor": str(self.id)}
-        if self.refusing:
+        if self.memory.refusing:
             self.host.telemetry.add(tm.metric_name(tm.PROCESSOR_REFUSED, signal.item_noun), signal.count(req), **labels)
             raise DataRefusedError(ERR_DATA_REFUSED)
         self.host.telemetry.add(tm.metric_name(tm.PROCESSOR_ACCEPTED, signal.item_noun), signal.count(req), **labels)

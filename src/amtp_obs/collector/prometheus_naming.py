@@ -44,7 +44,11 @@ UNIT_MAP: Final[dict[str, str]] = {
     "1": "",
     "%": "percent",
 }
-"""Main-unit map of ``normalize_name.go``; a unit not listed is kept as written (``token``)."""
+"""Main-unit map of contrib v0.100.0 ``normalize_name.go``; a unit not listed is kept as written (``token``).
+
+``$`` is not listed: contrib removed it with the non-UCUM ``B``/``KB``/... units in PR #24647 (v0.83.0),
+so a ``$`` unit cleans up to nothing and adds no suffix (no ``_dollars``) in 0.100.0.
+"""
 
 PER_UNIT_MAP: Final[dict[str, str]] = {
     "s": "second",

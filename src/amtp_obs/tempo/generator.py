@@ -27,6 +27,7 @@ from amtp_obs import contract
 from amtp_obs.tempo import remote_write
 from amtp_obs.tempo.config import INTRINSIC_DEFAULTS, TempoConfig
 from amtp_obs.tempo.metrics import TENANT, TempoMetrics
+from amtp_obs.tempo.search import trace_id_hex
 
 log = logging.getLogger("amtp_obs.tempo.generator")
 
@@ -37,6 +38,11 @@ LATENCY_BASE = contract.SPANMETRICS_LATENCY_BUCKET.removesuffix("_bucket")
 SG_SERVER_SECONDS = contract.SERVICE_GRAPH_REQUEST_SERVER_SECONDS
 SG_CLIENT_SECONDS = contract.SERVICE_GRAPH_REQUEST_CLIENT_SECONDS
 EXEMPLAR_TRACE_ID_LABEL = "traceID"
+COUNTER_INSERT_OFFSET_MS = 1000
+"""Tempo 2.4.1 modules/generator/registry/counter.go insertOffsetDuration: a new counter's value follows its 0."""
+EMPTY_STATUS_BYTES = 2
+"""A span without a Status still carries an empty one in Tempo (pdata's Span.Status is not nullable, so the
+distributor's re-marshalled span has field 15 with length 0): ``span.Size()`` counts these 2 bytes."""
 
 # Intrinsic label names a dimension must not take (it gets a ``__`` prefix instead).
 _COLLIDING = ("job", "instance", "span_name", "span_kind", "status_code", "status_message")
@@ -110,8 +116,8 @@ class Registry:
         self.counters: dict[str, dict[Labels, list[float]]] = {}  # [value, updated]
         self.gauges: dict[str, dict[Labels, list[float]]] = {}
         self.histograms: dict[str, tuple[list[float], dict[Labels, _Hist]]] = {}
-        self._pushed: set[tuple[str, Labels]] = set()
-        """Counter/histogram series already sent once: only a series' first push gets a zero before it."""
+        self._pushed: dict[tuple[str, Labels], int] = {}
+        """Counter series already sent, with their last sample's time: only the first push gets a zero."""
 
     def inc(self, name: str, labels: Labels, by: float = 1.0) -> None:
         fam = self.counters.setdefault(name, {})
@@ -153,9 +159,10 @@ class Registry:
     def prune(self) -> None:
         cutoff = time.monotonic() - self.stale_seconds
         for fams in (self.counters, self.gauges):
-            for fam in fams.values():
+            for name, fam in fams.items():
                 for k in [k for k, c in fam.items() if c[1] < cutoff]:
                     del fam[k]
+                    self._pushed.pop((name, k), None)  # a series that comes back starts from 0 again
         for _, series in self.histograms.values():
             for k in [k for k, h in series.items() if h.updated < cutoff]:
                 del series[k]
@@ -163,19 +170,12 @@ class Registry:
     def collect(self, external: Labels, now_ms: int) -> list[remote_write.Series]:
         """Every series as one sample at ``now_ms``; histogram exemplars are handed out once.
 
-        A counter or histogram series pushed for the first time is preceded by a 0 sample at the end
-        of the previous minute, as Tempo's registry does: Prometheus's ``rate()`` and ``increase()``
-        ignore a series' first value, so without it the first calls would never show in a rate.
+        As Tempo 2.4.1's registry (modules/generator/registry/counter.go, histogram.go): a counter
+        series pushed for the first time gets a 0 sample at ``now_ms`` and its value one second later
+        (``insertOffsetDuration``), so ``rate()`` sees its first increments; histograms get no 0 sample.
+        Exemplars carry the collection time.
         """
         out: list[remote_write.Series] = []
-        zero_ms = now_ms - now_ms % 60_000 - 1
-
-        def first_push(name: str, labels: Labels) -> bool:
-            key = (name, labels)
-            if key in self._pushed:
-                return False
-            self._pushed.add(key)
-            return True
 
         for name, fam in self.gauges.items():
             for labels, cell in fam.items():
@@ -183,29 +183,28 @@ class Registry:
         for name, fam in self.counters.items():
             for labels, cell in fam.items():
                 series_labels = (("__name__", name), *labels, *external)
-                if first_push(name, labels):
-                    out.append(remote_write.Series(series_labels, 0.0, zero_ms))
-                out.append(remote_write.Series(series_labels, cell[0], now_ms))
+                last = self._pushed.get((name, labels))
+                if last is None:
+                    out.append(remote_write.Series(series_labels, 0.0, now_ms))
+                    at = now_ms + COUNTER_INSERT_OFFSET_MS
+                else:
+                    at = max(now_ms, last + 1)  # a sub-second interval must not go back behind the offset
+                self._pushed[(name, labels)] = at
+                out.append(remote_write.Series(series_labels, cell[0], at))
         for base, (bounds, series) in self.histograms.items():
             for labels, h in series.items():
-                first = first_push(base, labels)
                 cumulative = 0
                 for i, le in enumerate([*bounds, float("inf")]):
                     cumulative += h.counts[i]
                     bucket_labels = (("__name__", base + "_bucket"), *labels, *external, ("le", format_float(le)))
-                    if first:
-                        out.append(remote_write.Series(bucket_labels, 0.0, zero_ms))
                     s = remote_write.Series(bucket_labels, float(cumulative), now_ms)
                     ex = h.exemplars.get(i)
                     if ex is not None:
-                        s.exemplars.append((((EXEMPLAR_TRACE_ID_LABEL, ex[0]),), ex[1], ex[2]))
+                        s.exemplars.append((((EXEMPLAR_TRACE_ID_LABEL, ex[0]),), ex[1], now_ms))
                     out.append(s)
                 h.exemplars.clear()
                 for suffix, value in (("_sum", h.sum), ("_count", float(h.count))):
-                    series_labels = (("__name__", base + suffix), *labels, *external)
-                    if first:
-                        out.append(remote_write.Series(series_labels, 0.0, zero_ms))
-                    out.append(remote_write.Series(series_labels, value, now_ms))
+                    out.append(remote_write.Series((("__name__", base + suffix), *labels, *external), value, now_ms))
         return out
 
 
@@ -226,6 +225,7 @@ class _Edge:
     server_is_root: bool = False
     peer: str | None = None
     dims: dict[str, str] = field(default_factory=dict)
+    trace_id: str = ""
 
 
 class MetricsGenerator:
@@ -334,8 +334,9 @@ class MetricsGenerator:
         latency = max(0, span.end_time_unix_nano - span.start_time_unix_nano) / 1e9
         reg = self.registry
         reg.inc(contract.SPANMETRICS_CALLS, key)
-        reg.inc(contract.SPANMETRICS_SIZE, key, float(span.ByteSize()))
-        reg.observe(LATENCY_BASE, self.sm.histogram_buckets, key, latency, span.trace_id.hex().lstrip("0") or "0")
+        size = span.ByteSize() + (0 if span.HasField("status") else EMPTY_STATUS_BYTES)
+        reg.inc(contract.SPANMETRICS_SIZE, key, float(size))
+        reg.observe(LATENCY_BASE, self.sm.histogram_buckets, key, latency, trace_id_hex(span.trace_id))
 
     def _service_graph(
         self, span: Span, service: str, res: dict[str, AnyValue], sattrs: dict[str, AnyValue], now: float
@@ -346,6 +347,7 @@ class MetricsGenerator:
         if kind in (Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_PRODUCER):
             if kind == Span.SPAN_KIND_CLIENT and DB_NAME in sattrs:
                 e = _Edge(now, service, stringify(sattrs[DB_NAME]), latency, latency, failed, "database")
+                e.trace_id = trace_id_hex(span.trace_id)
                 self._dims(e, res, sattrs, "client")
                 self._emit(e)
                 return
@@ -356,6 +358,7 @@ class MetricsGenerator:
                     return
                 e = self.edges[key] = _Edge(now)
             e.client_service, e.client_latency = service, latency
+            e.trace_id = trace_id_hex(span.trace_id)
             e.failed = e.failed or failed
             if kind == Span.SPAN_KIND_PRODUCER:
                 e.connection_type = "messaging_system"
@@ -373,6 +376,7 @@ class MetricsGenerator:
                     return
                 e = self.edges[key] = _Edge(now)
             e.server_service, e.server_latency, e.server_is_root = service, latency, root
+            e.trace_id = trace_id_hex(span.trace_id)
             e.failed = e.failed or failed
             if kind == Span.SPAN_KIND_CONSUMER:
                 e.connection_type = "messaging_system"
@@ -395,22 +399,22 @@ class MetricsGenerator:
                 e.dims[f"{side}_{label}" if self.sg.enable_client_server_prefix else label] = text
 
     def expire(self, now: float | None = None) -> None:
-        """Edges older than ``wait``: a root SERVER span becomes ``client="user"``, a CLIENT span with a
-        peer attribute a virtual server; the rest are dropped and counted."""
+        """Edges older than ``wait`` are counted as expired (every one, as servicegraphs.go onExpire does);
+        a root SERVER span then becomes ``client="user"``, a CLIENT span with a peer attribute a virtual
+        server. The missing side's latency stays 0 s: Tempo never sets it."""
         now = time.monotonic() if now is None else now
         cutoff = now - self.sg.wait
         for key in [k for k, e in self.edges.items() if e.created <= cutoff]:
             e = self.edges.pop(key)
+            self.metrics.service_graph_expired_edges.labels(TENANT).inc()
             if e.server_service is not None and e.client_service is None and e.server_is_root:
-                e.client_service, e.client_latency = USER_NODE, e.server_latency
+                e.client_service = USER_NODE
                 e.connection_type = "virtual_node"
                 self._emit(e)
             elif e.client_service is not None and e.server_service is None and e.peer:
-                e.server_service, e.server_latency = e.peer, e.client_latency
+                e.server_service = e.peer
                 e.connection_type = "virtual_node"
                 self._emit(e)
-            else:
-                self.metrics.service_graph_expired_edges.labels(TENANT).inc()
 
     def _emit(self, e: _Edge) -> None:
         labels: list[tuple[str, str]] = [
@@ -425,8 +429,9 @@ class MetricsGenerator:
         reg.inc(contract.SERVICE_GRAPH_REQUEST_TOTAL, key)
         if e.failed:
             reg.inc(contract.SERVICE_GRAPH_REQUEST_FAILED_TOTAL, key)
-        reg.observe(SG_SERVER_SECONDS, self.sg.histogram_buckets, key, e.server_latency, None)
-        reg.observe(SG_CLIENT_SECONDS, self.sg.histogram_buckets, key, e.client_latency, None)
+        # servicegraphs.go onComplete: ObserveWithExemplar(..., e.TraceID, ...) on both histograms
+        reg.observe(SG_SERVER_SECONDS, self.sg.histogram_buckets, key, e.server_latency, e.trace_id or None)
+        reg.observe(SG_CLIENT_SECONDS, self.sg.histogram_buckets, key, e.client_latency, e.trace_id or None)
 
     # -- push ------------------------------------------------------------------------------
 
