@@ -15,12 +15,17 @@ run: setup
 	@$(BIN)/amtp-obs status --urls
 	@echo "==> the stack keeps running: logs in .amtp-obs/logs/, stop it with 'make down' (docs/embedded.md)"
 
+# The SDK's public packages are type-checked strictly (issue 12); the rest of the tree is linted.
+TYPED := -p amtp_obs.sdk -p amtp_obs.instrument -p amtp_obs.contract
+
 test: setup
 	$(BIN)/ruff check src tests bench apps
+	$(BIN)/mypy --strict $(TYPED)
 	$(PY) -m pytest
 
 lint: setup
 	$(BIN)/ruff check src tests bench apps
+	$(BIN)/mypy --strict $(TYPED)
 
 check: setup
 	$(BIN)/amtp-obs check

@@ -244,9 +244,9 @@ def setup_raw(client: Any, tp: Any, mp: Any) -> Callable[[], Any]:
 
 
 def _configure_ours(tp: Any, mp: Any) -> None:
-    from amtp_obs.sdk import configure
+    from amtp_obs.sdk.testing import configure_with
 
-    configure("bench", tracer_provider=tp, meter_provider=mp, set_global=False, capture_content=False)
+    configure_with(tp, mp, service_name="bench", capture_content=False)
 
 
 def setup_ours_call(client: Any, tp: Any, mp: Any) -> Callable[[], Any]:

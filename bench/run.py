@@ -447,7 +447,6 @@ def bench_latency(opts: Options) -> list[Row]:
             endpoint=f"http://{cports.grpc_target}",
             protocol="grpc",
             span_processor="simple",
-            set_global=False,
             metric_export_interval_ms=60_000,
         )
         client = httpx.Client(timeout=5.0)

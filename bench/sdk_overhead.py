@@ -27,7 +27,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from amtp_obs import contract
-from amtp_obs.sdk import configure, llm_call, shutdown
+from amtp_obs.sdk import llm_call, shutdown
+from amtp_obs.sdk.testing import configure_with
 
 PROVIDER, MODEL, PROMPT, COMPLETION = "openai", "gpt-4o", 128, 64
 
@@ -89,7 +90,7 @@ def raw_sdk() -> tuple[Callable[[], None], InMemorySpanExporter]:
 
 def ours() -> tuple[Callable[[], None], InMemorySpanExporter]:
     tp, mp, exporter, _ = _providers()
-    configure("bench", tracer_provider=tp, meter_provider=mp, set_global=False)
+    configure_with(tp, mp, service_name="bench")
 
     def call() -> None:
         with llm_call(PROVIDER, MODEL) as c:

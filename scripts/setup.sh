@@ -34,7 +34,7 @@ want=$(cat pyproject.toml apps/otel-verify/requirements.txt 2>/dev/null | sha256
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing Python packages into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  "$VENV/bin/python" -m pip install -q -e '.[stack,dev]'
   echo "$want" > "$stamp"
 fi
 echo "==> setup done"

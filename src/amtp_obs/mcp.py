@@ -1,17 +1,18 @@
-"""Spans and histograms for the GitHub MCP server: tool calls, GitHub API requests, Valkey cache.
+"""Spans and duration histograms for any MCP server: its tool calls and the requests they make.
 
-These are not subject to the LLM contract; their names (spans, ``mcp.*`` attributes, histograms)
-come from ``amtp_obs.contract``. They record through the SDK's Telemetry (configure() or the
-application's global providers).
+Not subject to the LLM contract. ``mcp_tool`` records a tool call (span + ``mcp.tool.duration``);
+``mcp_request`` records one thing a tool asks of a dependency (an HTTP API, a cache, a database) as a
+CLIENT span, with a duration histogram of your choosing. They record through the SDK (configure(),
+or the application's own global providers). docs/instrumentation.md shows the design's GitHub MCP
+server (``repo.read_file``, ``github.api``, ``valkey.get``) written with them.
 
-    from amtp_obs.mcp import configure_mcp_server, mcp_tool, github_api, valkey_get
+    from amtp_obs.mcp import mcp_request, mcp_tool
 
-    configure_mcp_server()
-    with mcp_tool(contract.SPAN_REPO_READ_FILE) as tool:
-        with valkey_get() as cache:
-            cache.set_cache_hit(hit)
-        with github_api("/repos/{owner}/{repo}/contents/{path}") as api:
-            api.set_status_code(resp.status_code)
+    @mcp_tool("search_docs")
+    def search_docs(query: str) -> list[str]:
+        with mcp_request("search.api", attributes={"http.request.method": "GET"}) as req:
+            resp = ...
+            req.set_status_code(resp.status_code)
 """
 
 from __future__ import annotations
@@ -26,62 +27,53 @@ from typing import Any, TypeVar, cast
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Histogram
-from opentelemetry.semconv._incubating.attributes.db_attributes import DB_OPERATION_NAME
-from opentelemetry.semconv._incubating.attributes.url_attributes import URL_TEMPLATE
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from amtp_obs import contract
-from amtp_obs.sdk import PROTOCOL_HTTP_PROTOBUF, Telemetry, configure, get_telemetry
+from amtp_obs.contract import HistogramSpec
+from amtp_obs.sdk._internal import config
+from amtp_obs.sdk._internal.config import Telemetry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 """Seconds; the GenAI/HTTP semconv duration buckets (the SDK default buckets are sized for ms)."""
 
-VALKEY_GET_OPERATION = "GET"
-VALKEY_SET_OPERATION = "SET"
-
-
-def configure_mcp_server(
-    service_name: str = contract.MCP_SERVICE_NAME,
-    *,
-    protocol: str | None = PROTOCOL_HTTP_PROTOBUF,
-    **kwargs: Any,
-) -> Telemetry:
-    """configure() with the MCP server's defaults: its own service name, OTLP over HTTP (the design)."""
-    return configure(service_name, protocol=protocol, **kwargs)
-
 
 def tool_span_name(tool: str) -> str:
-    """The span name of a tool: the contract's name when it is one, else ``mcp.<tool>``."""
-    if tool in contract.MCP_SPAN_NAMES:
-        return tool
+    """The default span name of a tool: ``mcp.<tool>``."""
     return f"{contract.MCP_TOOL.split('.')[0]}.{tool}"
 
 
 class _Instruments:
+    """The tracer and the histograms made so far, for one Telemetry (rebuilt after a new configure())."""
+
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
         self.tracer = telemetry.tracer
-        self.histograms: dict[str, Histogram] = {
-            spec.instrument: telemetry.meter.create_histogram(
+        self.histograms: dict[str, Histogram] = {}
+
+    def histogram(self, spec: HistogramSpec) -> Histogram:
+        h = self.histograms.get(spec.instrument)
+        if h is None:
+            h = self.histograms[spec.instrument] = self.telemetry.meter.create_histogram(
                 spec.instrument,
                 unit=spec.unit,
                 description=spec.description,
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
             )
-            for spec in contract.MCP_HISTOGRAMS
-        }
+        return h
 
 
 _instruments: _Instruments | None = None
 
 
-def _get_instruments(telemetry: Telemetry | None) -> _Instruments:
+def _get_instruments() -> _Instruments:
     global _instruments
-    t = telemetry or get_telemetry()
+    t = config.current()
     inst = _instruments
     if inst is None or inst.telemetry is not t:
         inst = _instruments = _Instruments(t)
@@ -105,23 +97,21 @@ class McpOperation:
         span_name: str,
         *,
         kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Mapping[str, Any] | None = None,
-        histogram: str | None = None,
+        attributes: Mapping[str, AttributeValue | None] | None = None,
+        histogram: HistogramSpec | None = None,
         histogram_attributes: tuple[str, ...] = (),
-        telemetry: Telemetry | None = None,
     ) -> None:
         self._span_name = span_name
         self._kind = kind
         self._attributes: dict[str, Any] = {k: v for k, v in (attributes or {}).items() if v is not None}
         self._histogram = histogram
         self._histogram_attributes = histogram_attributes
-        self._telemetry = telemetry
         self._span: Span | None = None
         self._token: object | None = None
         self._start = 0.0
 
     # -- what happened -------------------------------------------------------------------------
-    def set_attribute(self, key: str, value: Any) -> None:
+    def set_attribute(self, key: str, value: AttributeValue | None) -> None:
         if value is None:
             return
         self._attributes[key] = value
@@ -132,10 +122,11 @@ class McpOperation:
         self.set_attribute(contract.MCP_CACHE_HIT, bool(hit))
 
     def set_exclusion_reason(self, reason: str) -> None:
-        """Why the tool left something out (e.g. a file too large or excluded by pattern)."""
+        """Why the tool left something out (e.g. a file too large, or excluded by a pattern)."""
         self.set_attribute(contract.MCP_EXCLUSION_REASON, reason)
 
     def set_status_code(self, status_code: int) -> None:
+        """An HTTP dependency's answer: ``http.response.status_code``; >= 400 marks the span as an error."""
         self.set_attribute(HTTP_RESPONSE_STATUS_CODE, int(status_code))
         if status_code >= 400 and self._span is not None:
             self._span.set_status(Status(StatusCode.ERROR, f"HTTP {status_code}"))
@@ -147,7 +138,7 @@ class McpOperation:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> McpOperation:
-        inst = _get_instruments(self._telemetry)
+        inst = _get_instruments()
         self._span = inst.tracer.start_span(self._span_name, kind=self._kind, attributes=self._attributes)
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._start = time.perf_counter()
@@ -168,9 +159,8 @@ class McpOperation:
                 span.record_exception(exc)
             span.end()
             if self._histogram is not None:
-                inst = _get_instruments(self._telemetry)
                 attrs = {k: self._attributes[k] for k in self._histogram_attributes if k in self._attributes}
-                inst.histograms[self._histogram].record(elapsed, attrs)
+                _get_instruments().histogram(self._histogram).record(elapsed, attrs)
         finally:
             token, self._token = self._token, None
             if token is not None:
@@ -191,7 +181,6 @@ class McpOperation:
             attributes=self._attributes,
             histogram=self._histogram,
             histogram_attributes=self._histogram_attributes,
-            telemetry=self._telemetry,
         )
 
     def __call__(self, fn: F) -> F:
@@ -215,69 +204,43 @@ class McpOperation:
 def mcp_tool(
     tool: str,
     *,
-    cache_hit: bool | None = None,
-    exclusion_reason: str | None = None,
-    attributes: Mapping[str, Any] | None = None,
-    telemetry: Telemetry | None = None,
+    span_name: str | None = None,
+    attributes: Mapping[str, AttributeValue | None] | None = None,
 ) -> McpOperation:
-    """One MCP tool call: span (``repo.tree`` etc., else ``mcp.<tool>``) and ``mcp.tool.duration``."""
-    attrs: dict[str, Any] = dict(attributes or {})
+    """One MCP tool call: a span (``span_name``, default ``mcp.<tool>``) with ``mcp.tool``, and ``mcp.tool.duration``.
+
+    The histogram's attributes are ``mcp.tool`` and ``error.type`` (on failure): one series per tool.
+    """
+    attrs: dict[str, AttributeValue | None] = dict(attributes or {})
     attrs[contract.MCP_TOOL] = tool
-    if cache_hit is not None:
-        attrs[contract.MCP_CACHE_HIT] = bool(cache_hit)
-    if exclusion_reason is not None:
-        attrs[contract.MCP_EXCLUSION_REASON] = exclusion_reason
     return McpOperation(
-        tool_span_name(tool),
+        span_name or tool_span_name(tool),
         kind=SpanKind.INTERNAL,
         attributes=attrs,
-        histogram=contract.MCP_TOOL_DURATION.instrument,
+        histogram=contract.MCP_TOOL_DURATION,
         histogram_attributes=(contract.MCP_TOOL, ERROR_TYPE),
-        telemetry=telemetry,
     )
 
 
-def github_api(route: str, *, method: str = "GET", telemetry: Telemetry | None = None) -> McpOperation:
-    """One GitHub API request: span ``github.api`` (CLIENT) and ``mcp.github_api.duration``.
+def mcp_request(
+    span_name: str,
+    *,
+    attributes: Mapping[str, AttributeValue | None] | None = None,
+    histogram: HistogramSpec | None = None,
+    histogram_attributes: tuple[str, ...] = (),
+) -> McpOperation:
+    """One request a tool makes to a dependency (HTTP API, cache, database): a CLIENT span.
 
-    ``route`` is the URL template (``/repos/{owner}/{repo}/git/trees/{sha}``), not the concrete URL,
-    so the histogram's series stay few.
+    With ``histogram`` its duration is recorded too (seconds), labelled with those of
+    ``histogram_attributes`` the operation has (keep them few and bounded: a URL template, not a URL).
     """
     return McpOperation(
-        contract.SPAN_GITHUB_API,
+        span_name,
         kind=SpanKind.CLIENT,
-        attributes={HTTP_REQUEST_METHOD: method.upper(), URL_TEMPLATE: route},
-        histogram=contract.MCP_GITHUB_API_DURATION.instrument,
-        histogram_attributes=(HTTP_REQUEST_METHOD, URL_TEMPLATE, HTTP_RESPONSE_STATUS_CODE, ERROR_TYPE),
-        telemetry=telemetry,
+        attributes=attributes,
+        histogram=histogram,
+        histogram_attributes=histogram_attributes,
     )
 
 
-def valkey_get(*, cache_hit: bool | None = None, telemetry: Telemetry | None = None) -> McpOperation:
-    """A cache lookup: span ``valkey.get`` (CLIENT); call set_cache_hit() with the outcome."""
-    attrs: dict[str, Any] = {DB_OPERATION_NAME: VALKEY_GET_OPERATION}
-    if cache_hit is not None:
-        attrs[contract.MCP_CACHE_HIT] = bool(cache_hit)
-    return McpOperation(contract.SPAN_VALKEY_GET, kind=SpanKind.CLIENT, attributes=attrs, telemetry=telemetry)
-
-
-def valkey_set(*, telemetry: Telemetry | None = None) -> McpOperation:
-    """A cache write: span ``valkey.set`` (CLIENT)."""
-    return McpOperation(
-        contract.SPAN_VALKEY_SET,
-        kind=SpanKind.CLIENT,
-        attributes={DB_OPERATION_NAME: VALKEY_SET_OPERATION},
-        telemetry=telemetry,
-    )
-
-
-__all__ = [
-    "DURATION_BUCKETS_S",
-    "McpOperation",
-    "configure_mcp_server",
-    "github_api",
-    "mcp_tool",
-    "tool_span_name",
-    "valkey_get",
-    "valkey_set",
-]
+__all__ = ["DURATION_BUCKETS_S", "McpOperation", "mcp_request", "mcp_tool", "tool_span_name"]

@@ -15,8 +15,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from amtp_obs import contract, sdk
+from amtp_obs import contract
 from amtp_obs.instrument import instrument, uninstrument
+from amtp_obs.sdk import shutdown
+from amtp_obs.sdk.testing import configure_with
 from amtp_obs.testing.fake_llm import FakeLLMServer
 
 
@@ -65,12 +67,11 @@ def recorded() -> Iterator[Recorded]:
     tp.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     mp = MeterProvider(metric_readers=[reader])
-    sdk.shutdown()  # forget any configuration left by another test module
-    sdk.configure(tracer_provider=tp, meter_provider=mp, capture_content=False)
+    configure_with(tp, mp, capture_content=False)  # replaces any configuration left by another module
     try:
         yield Recorded(exporter, reader, tp)
     finally:
-        sdk.shutdown()
+        shutdown()
         tp.shutdown()
         mp.shutdown()
 

@@ -15,8 +15,9 @@ from openai.resources.chat.completions import completions as openai_completions
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.trace import StatusCode
 
-from amtp_obs import contract, sdk
+from amtp_obs import contract
 from amtp_obs.instrument import instrument, instrumented, uninstrument
+from amtp_obs.sdk.testing import configure_with
 from amtp_obs.testing.fake_llm import HEADER_CACHE_READ, HEADER_CHUNKS, HEADER_DELAY_MS, FakeLLMServer
 
 if TYPE_CHECKING:
@@ -269,8 +270,7 @@ def test_content_is_not_captured_by_default(instrumented: Recorded, openai_sync:
 def test_content_is_captured_when_enabled(
     recorded: Recorded, anthropic_sync: anthropic.Anthropic, openai_sync: openai.OpenAI
 ) -> None:
-    sdk.shutdown()
-    sdk.configure(tracer_provider=recorded.tracer_provider, meter_provider=MeterProvider(), capture_content=True)
+    configure_with(recorded.tracer_provider, MeterProvider(), capture_content=True)
     try:
         instrument()
         reply = anthropic_sync.messages.create(model="claude-fake-1", max_tokens=16, messages=MESSAGES)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from amtp_obs import contract, sdk
 from amtp_obs.instrument import instrument, uninstrument
+from amtp_obs.sdk.testing import configure_with
 from amtp_obs.testing.fake_llm import HEADER_CHUNKS, HEADER_FAIL_AFTER, FakeLLMServer
 from amtp_obs.testing.otlp_sink import OtlpSink
 
@@ -43,8 +44,7 @@ def otlp() -> Iterator[tuple[OtlpSink, MeterProvider]]:
             OTLPMetricExporter(endpoint=sink.grpc_endpoint, insecure=True), export_interval_millis=600_000
         )
         mp = MeterProvider(resource=resource, metric_readers=[reader])
-        sdk.shutdown()
-        sdk.configure(tracer_provider=tp, meter_provider=mp)
+        configure_with(tp, mp)
         instrument()
         try:
             yield sink, mp

@@ -1,4 +1,4 @@
-"""MCP helpers: span names and attributes from the contract, duration histograms, error paths."""
+"""MCP helpers: generic tool and request spans, duration histograms, error paths; the docs' GitHub example."""
 
 from __future__ import annotations
 
@@ -7,21 +7,32 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes.db_attributes import DB_OPERATION_NAME
+from opentelemetry.semconv._incubating.attributes.url_attributes import URL_TEMPLATE
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import SpanKind, StatusCode
 
-from amtp_obs import contract
-from amtp_obs.mcp import (
-    DURATION_BUCKETS_S,
-    configure_mcp_server,
-    github_api,
-    mcp_tool,
-    tool_span_name,
-    valkey_get,
-    valkey_set,
-)
+from amtp_obs import contract, mcp
+from amtp_obs.mcp import DURATION_BUCKETS_S, McpOperation, mcp_request, mcp_tool, tool_span_name
+from amtp_obs.sdk import configure, force_flush
 from amtp_obs.sdk.testing import InMemoryTelemetry, configure_in_memory
 from amtp_obs.testing.otlp_sink import OtlpSink
 from amtp_obs.testing.poll import eventually
+
+
+# The design's GitHub MCP server written with the generic helpers, as docs/instrumentation.md shows it.
+def github_api(route: str, method: str = "GET") -> McpOperation:
+    return mcp_request(
+        contract.SPAN_GITHUB_API,
+        attributes={HTTP_REQUEST_METHOD: method, URL_TEMPLATE: route},
+        histogram=contract.MCP_GITHUB_API_DURATION,
+        histogram_attributes=(HTTP_REQUEST_METHOD, URL_TEMPLATE, HTTP_RESPONSE_STATUS_CODE, ERROR_TYPE),
+    )
+
+
+def valkey(span_name: str, operation: str) -> McpOperation:
+    return mcp_request(span_name, attributes={DB_OPERATION_NAME: operation})
 
 
 @pytest.fixture
@@ -41,11 +52,15 @@ def histogram_points(mem: InMemoryTelemetry, name: str) -> list[Any]:
     ]
 
 
-def test_contract_tools_use_their_span_names(mem: InMemoryTelemetry) -> None:
-    for tool in (contract.SPAN_REPO_TREE, contract.SPAN_REPO_READ_FILE):
-        with mcp_tool(tool):
-            pass
-    assert [s.name for s in mem.spans()] == [contract.SPAN_REPO_TREE, contract.SPAN_REPO_READ_FILE]
+def test_the_api_is_generic() -> None:
+    assert set(mcp.__all__) == {"DURATION_BUCKETS_S", "McpOperation", "mcp_request", "mcp_tool", "tool_span_name"}
+    assert not any("github" in name or "valkey" in name or "configure" in name for name in dir(mcp))
+
+
+def test_tool_span_names(mem: InMemoryTelemetry) -> None:
+    with mcp_tool("read_file", span_name=contract.SPAN_REPO_READ_FILE):
+        pass
+    assert [s.name for s in mem.spans()] == [contract.SPAN_REPO_READ_FILE]
     assert tool_span_name("search_code") == "mcp.search_code"
     with mcp_tool("search_code"):
         pass
@@ -54,41 +69,42 @@ def test_contract_tools_use_their_span_names(mem: InMemoryTelemetry) -> None:
 
 
 def test_tool_attributes_and_duration_histogram(mem: InMemoryTelemetry) -> None:
-    with mcp_tool(contract.SPAN_REPO_READ_FILE, cache_hit=False) as op:
+    with mcp_tool("read_file", span_name=contract.SPAN_REPO_READ_FILE) as op:
         assert trace.get_current_span() is op.span
+        op.set_cache_hit(False)
         op.set_exclusion_reason("binary file")
         time.sleep(0.01)
     [span] = mem.spans()
     assert span.kind is SpanKind.INTERNAL
-    assert span.attributes[contract.MCP_TOOL] == contract.SPAN_REPO_READ_FILE
+    assert span.attributes[contract.MCP_TOOL] == "read_file"
     assert span.attributes[contract.MCP_CACHE_HIT] is False
     assert span.attributes[contract.MCP_EXCLUSION_REASON] == "binary file"
     [(metric, dp)] = histogram_points(mem, contract.MCP_TOOL_DURATION.instrument)
     assert metric.unit == contract.MCP_TOOL_DURATION.unit == "s"
     assert dp.count == 1
-    assert dp.attributes == {contract.MCP_TOOL: contract.SPAN_REPO_READ_FILE}
+    assert dp.attributes == {contract.MCP_TOOL: "read_file"}
     assert 0.01 <= dp.sum < 60  # seconds, not milliseconds
     assert list(dp.explicit_bounds) == list(DURATION_BUCKETS_S)
 
 
 def test_tool_error_path(mem: InMemoryTelemetry) -> None:
-    with pytest.raises(PermissionError, match="private repo"), mcp_tool(contract.SPAN_REPO_TREE):
+    with pytest.raises(PermissionError, match="private repo"), mcp_tool("tree", span_name=contract.SPAN_REPO_TREE):
         raise PermissionError("private repo")
     [span] = mem.spans()
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["error.type"] == "PermissionError"
     assert [e.name for e in span.events] == ["exception"]
     [(_, dp)] = histogram_points(mem, contract.MCP_TOOL_DURATION.instrument)
-    assert dp.attributes == {contract.MCP_TOOL: contract.SPAN_REPO_TREE, "error.type": "PermissionError"}
+    assert dp.attributes == {contract.MCP_TOOL: "tree", "error.type": "PermissionError"}
 
 
 def test_nested_operations_form_one_trace(mem: InMemoryTelemetry) -> None:
-    with mcp_tool(contract.SPAN_REPO_READ_FILE):
-        with valkey_get() as cache:
+    with mcp_tool("read_file", span_name=contract.SPAN_REPO_READ_FILE):
+        with valkey(contract.SPAN_VALKEY_GET, "GET") as cache:
             cache.set_cache_hit(False)
         with github_api("/repos/{owner}/{repo}/contents/{path}") as api:
             api.set_status_code(200)
-        with valkey_set():
+        with valkey(contract.SPAN_VALKEY_SET, "SET"):
             pass
     spans = {s.name: s for s in mem.spans()}
     root = spans[contract.SPAN_REPO_READ_FILE]
@@ -111,7 +127,7 @@ def test_nested_operations_form_one_trace(mem: InMemoryTelemetry) -> None:
 
 
 def test_github_http_error_status_marks_the_span(mem: InMemoryTelemetry) -> None:
-    with github_api("/rate_limit", method="get") as api:
+    with github_api("/rate_limit") as api:
         api.set_status_code(403)
     [span] = mem.spans()
     assert span.status.status_code is StatusCode.ERROR
@@ -119,14 +135,16 @@ def test_github_http_error_status_marks_the_span(mem: InMemoryTelemetry) -> None
     assert span.attributes["http.request.method"] == "GET"
 
 
-def test_valkey_hit_given_up_front(mem: InMemoryTelemetry) -> None:
-    with valkey_get(cache_hit=True):
+def test_request_without_histogram_records_only_a_span(mem: InMemoryTelemetry) -> None:
+    with mcp_request("cache.get", attributes={contract.MCP_CACHE_HIT: True, "ignored": None}):
         pass
-    assert mem.spans()[0].attributes[contract.MCP_CACHE_HIT] is True
+    [span] = mem.spans()
+    assert span.kind is SpanKind.CLIENT and span.attributes == {contract.MCP_CACHE_HIT: True}
+    assert mem.points() == []
 
 
 def test_decorator_sync_records_each_call(mem: InMemoryTelemetry) -> None:
-    @mcp_tool(contract.SPAN_REPO_TREE)
+    @mcp_tool("tree", span_name=contract.SPAN_REPO_TREE)
     def tree(ref: str) -> list[str]:
         return [ref]
 
@@ -150,15 +168,13 @@ async def test_decorator_and_context_manager_async(mem: InMemoryTelemetry) -> No
 
 
 def test_mcp_server_exports_over_otlp_http(sink: OtlpSink) -> None:
-    from amtp_obs.sdk import force_flush
-
-    configure_mcp_server(endpoint=sink.http_endpoint)
-    with mcp_tool(contract.SPAN_REPO_TREE), valkey_get(cache_hit=True):
-        pass
+    configure(contract.MCP_SERVICE_NAME, endpoint=sink.http_endpoint, protocol="http/protobuf")
+    with mcp_tool("tree", span_name=contract.SPAN_REPO_TREE), mcp_request(contract.SPAN_VALKEY_GET) as cache:
+        cache.set_cache_hit(True)
     assert force_flush(10_000)
     assert eventually(lambda: len(sink.spans()) == 2 and sink.latest(contract.MCP_TOOL_DURATION.instrument))
     assert {s.resource["service.name"] for s in sink.spans()} == {contract.MCP_SERVICE_NAME}
     assert {p for p, _ in sink.http_requests} == {"/v1/traces", "/v1/metrics"}
     [p] = sink.latest(contract.MCP_TOOL_DURATION.instrument)
     assert p.kind == "histogram" and p.unit == "s" and p.count == 1
-    assert p.attributes == {contract.MCP_TOOL: contract.SPAN_REPO_TREE}
+    assert p.attributes == {contract.MCP_TOOL: "tree"}

@@ -1,4 +1,4 @@
-"""llm_call()/LLMCall and traced_llm: what lands on the span and the counters, path by path."""
+"""llm_call()/LLMCall and its decorator form: what lands on the span and the counters, path by path."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from amtp_obs import contract, env
 from amtp_obs.contract.validate import validate_metric_points, validate_readable_span
-from amtp_obs.sdk import llm_call, traced_llm
+from amtp_obs.sdk import Usage, llm_call
 from amtp_obs.sdk.testing import InMemoryTelemetry, configure_in_memory
 
 GPT = {contract.LLM_MODEL: "gpt-4o", contract.LLM_PROVIDER: "openai", contract.GEN_AI_SYSTEM: "openai"}
@@ -31,7 +31,7 @@ def _one(mem: InMemoryTelemetry) -> Any:
 
 
 def test_happy_path_is_valid_and_counted(mem: InMemoryTelemetry) -> None:
-    with llm_call("openai", "gpt-4o", stream=True, operation="chat") as call:
+    with llm_call("openai", "gpt-4o", stream=True) as call:
         assert trace.get_current_span() is call.span  # entered: the call is the current span
         call.set_usage(10, 5)
     span = _one(mem)
@@ -126,7 +126,12 @@ def test_estimated_provenance_is_recorded_and_counted(mem: InMemoryTelemetry) ->
 def test_unknown_provenance_is_rejected(mem: InMemoryTelemetry) -> None:
     call = llm_call("openai", "gpt-4o")
     with pytest.raises(ValueError, match=r"llm\.tokens\.provenance must be one of reported, estimated"):
-        call.set_usage(1, 2, provenance="guessed")
+        call.set_usage(1, 2, provenance="guessed")  # type: ignore[arg-type]
+
+
+def test_unknown_request_type_is_rejected(mem: InMemoryTelemetry) -> None:
+    with pytest.raises(ValueError, match="request_type must be one of chat, completion, embedding, got 'rerank'"):
+        llm_call("openai", "gpt-4o", request_type="rerank")  # type: ignore[arg-type]
 
 
 def test_manual_end_is_idempotent(mem: InMemoryTelemetry) -> None:
@@ -268,7 +273,7 @@ def test_content_capture_opt_in_by_environment(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_sync_decorator_with_usage_extractor(mem: InMemoryTelemetry) -> None:
-    @traced_llm("openai", "gpt-4o", usage=lambda r: (r["in"], r["out"]))
+    @llm_call("openai", "gpt-4o", usage=lambda r: Usage(r["in"], r["out"]))
     def ask(question: str) -> dict[str, Any]:
         assert trace.get_current_span().name == contract.SPAN_LLM_COMPLETION  # type: ignore[attr-defined]
         return {"in": len(question), "out": 2}
@@ -280,12 +285,13 @@ def test_sync_decorator_with_usage_extractor(mem: InMemoryTelemetry) -> None:
 
 
 async def test_async_decorator_and_async_context_manager(mem: InMemoryTelemetry) -> None:
-    @traced_llm("openai", "gpt-4o", usage=lambda r: r)
+    @llm_call("openai", "gpt-4o", usage=lambda r: Usage(*r, cache_read_tokens=2))
     async def ask() -> tuple[int, int]:
         await asyncio.sleep(0)
         return (3, 4)
 
     assert await ask() == (3, 4)
+    assert mem.counter_values()["cache_read_tokens"] == {KEY: 2}
     async with llm_call("openai", "gpt-4o") as call:
         await asyncio.sleep(0)
         call.set_usage(1, 1)
@@ -294,7 +300,7 @@ async def test_async_decorator_and_async_context_manager(mem: InMemoryTelemetry)
 
 
 async def test_async_decorator_error_propagates(mem: InMemoryTelemetry) -> None:
-    @traced_llm("openai", "gpt-4o")
+    @llm_call("openai", "gpt-4o")
     async def ask() -> None:
         raise TimeoutError("vendor timeout")
 
@@ -305,20 +311,48 @@ async def test_async_decorator_error_propagates(mem: InMemoryTelemetry) -> None:
     assert span.attributes[contract.ERROR_TYPE] == "TimeoutError"
 
 
-def test_decorator_without_usage_and_with_a_broken_extractor(mem: InMemoryTelemetry) -> None:
-    @traced_llm("openai", "gpt-4o")
+def test_decorator_without_usage_and_with_broken_extractors(
+    mem: InMemoryTelemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    @llm_call("openai", "gpt-4o")
     def plain() -> str:
         return "ok"
 
-    @traced_llm("openai", "gpt-4o", usage=lambda r: r.usage.prompt_tokens)  # wrong shape: ignored
+    @llm_call("openai", "gpt-4o", usage=lambda r: r.usage.prompt_tokens)  # raises AttributeError
     def broken() -> str:
         return "ok"
 
-    assert plain() == "ok" and broken() == "ok"
-    for span in mem.spans(contract.SPAN_LLM_COMPLETION):
+    @llm_call("openai", "gpt-4o", usage=lambda r: (1, 2))  # not a Usage
+    def wrong_type() -> str:
+        return "ok"
+
+    caplog.set_level("WARNING", logger="amtp_obs.sdk")
+    results = [plain(), broken(), broken(), broken(), wrong_type(), wrong_type()]
+    assert results == ["ok"] * 6  # the application's calls are never broken
+    spans = mem.spans(contract.SPAN_LLM_COMPLETION)
+    assert len(spans) == 6
+    for span in spans:
         assert span.attributes[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE
         assert span.status.status_code is StatusCode.UNSET
     assert mem.counter_values() == {}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "amtp_obs.sdk"]
+    assert len(warnings) == 2  # one per call site, however often it fails
+    assert "broken failed (AttributeError" in warnings[0] and "llm.tokens.provenance=unavailable" in warnings[0]
+    assert "wrong_type failed (TypeError: the usage extractor returned tuple, not amtp_obs.sdk.Usage)" in warnings[1]
+
+
+def test_decorator_records_through_the_configuration_of_call_time() -> None:
+    """Decorated at import, before configure(): each call uses what is configured when it runs."""
+
+    @llm_call("openai", "gpt-4o", usage=lambda r: Usage(1, 1))
+    def ask() -> str:
+        return "ok"
+
+    first = configure_in_memory()
+    ask()
+    second = configure_in_memory()
+    ask()
+    assert len(first.spans()) == 1 and len(second.spans()) == 1
 
 
 # ------------------------------------------------------------------ token classes (issue 9)

@@ -1,4 +1,4 @@
-"""configure(): idempotence, reuse of an application's providers, the lazy path, bad settings."""
+"""configure(): same or other arguments, after shutdown, an application's providers, the lazy path, bad settings."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from amtp_obs import contract, env
 from amtp_obs.contract.validate import points_from_metrics_data, validate_metric_points
-from amtp_obs.sdk import ConfigurationError, configure, get_telemetry, is_configured, llm_call, shutdown
+from amtp_obs.sdk import ConfigurationError, configure, force_flush, llm_call, shutdown
+from amtp_obs.sdk._internal.config import is_configured
+from amtp_obs.sdk.testing import configure_with, current_telemetry
 from amtp_obs.testing.otlp_sink import OtlpSink
+from amtp_obs.testing.poll import eventually
 
 
 def _app_providers() -> tuple[TracerProvider, InMemorySpanExporter, MeterProvider, InMemoryMetricReader]:
@@ -28,23 +31,59 @@ def _totals(reader: InMemoryMetricReader) -> dict[str, float | None]:
     return {p.metric: p.value for p in points_from_metrics_data(reader.get_metrics_data())}
 
 
-def test_configure_is_idempotent(sink: OtlpSink) -> None:
+def test_configure_again_with_the_same_arguments_returns_the_same_configuration(sink: OtlpSink) -> None:
+    first = configure("a", endpoint=sink.grpc_endpoint, resource_attributes={"team": "x"})
+    assert configure("a", endpoint=sink.grpc_endpoint, resource_attributes={"team": "x"}) is first
+    t = current_telemetry()
+    assert trace.get_tracer_provider() is t.tracer_provider
+    assert metrics.get_meter_provider() is t.meter_provider
+    assert t.owns_tracer_provider and t.owns_meter_provider
+    assert (first.service_name, first.endpoint, first.protocol) == ("a", sink.grpc_endpoint, "grpc")
+    assert first.resource["team"] == "x" and first.resource["service.name"] == "a"
+
+
+def test_configure_again_with_other_arguments_says_what_differs(sink: OtlpSink) -> None:
     first = configure("a", endpoint=sink.grpc_endpoint)
-    second = configure("something-else", endpoint="http://127.0.0.1:1", protocol="http/protobuf")
-    assert second is first
-    assert get_telemetry() is first
-    assert trace.get_tracer_provider() is first.tracer_provider
-    assert metrics.get_meter_provider() is first.meter_provider
-    assert first.settings.owns_tracer_provider and first.settings.owns_meter_provider
+    with pytest.raises(ConfigurationError) as err:
+        configure("b", endpoint=sink.grpc_endpoint, protocol="http/protobuf")
+    message = str(err.value)
+    assert "service_name: first 'a', now 'b'" in message
+    assert "protocol: first None, now 'http/protobuf'" in message
+    assert "endpoint" not in message  # the same: not listed
+    assert "call shutdown() first" in message
+    assert configure("a", endpoint=sink.grpc_endpoint) is first  # still configured as first asked
+
+
+def test_configure_after_shutdown_starts_afresh() -> None:
+    with OtlpSink() as first_sink, OtlpSink() as second_sink:
+        configure("first", endpoint=first_sink.grpc_endpoint, span_processor="simple")
+        dead = trace.get_tracer_provider()
+        with llm_call("openai", "gpt-4o") as call:
+            call.set_usage(1, 1)
+        shutdown()
+        configure("second", endpoint=second_sink.grpc_endpoint, span_processor="simple")
+        assert trace.get_tracer_provider() is not dead  # the stopped provider was replaced, globally too
+        with llm_call("openai", "gpt-4o") as call:
+            call.set_usage(2, 2)
+        with trace.get_tracer("app").start_as_current_span("app-span"):  # the application's own spans too
+            pass
+        assert force_flush(10_000)
+        assert eventually(lambda: len(second_sink.spans()) == 2 and second_sink.latest("total_tokens"))
+        assert {s.resource["service.name"] for s in second_sink.spans()} == {"second"}
+        assert [p.value for p in second_sink.latest("total_tokens")] == [4]  # a fresh counter
+        assert {s.resource["service.name"] for s in first_sink.spans()} == {"first"}
+        shutdown()
 
 
 def test_reuses_providers_the_application_installed() -> None:
     tp, exporter, mp, reader = _app_providers()
     trace.set_tracer_provider(tp)
     metrics.set_meter_provider(mp)
-    t = configure("ignored", endpoint="http://127.0.0.1:1")
+    configuration = configure("ignored", endpoint="http://127.0.0.1:1")
     assert trace.get_tracer_provider() is tp and metrics.get_meter_provider() is mp
-    assert not t.settings.owns_tracer_provider and not t.settings.owns_meter_provider
+    t = current_telemetry()
+    assert not t.owns_tracer_provider and not t.owns_meter_provider
+    assert configuration.protocol is None and configuration.resource == {}
     with llm_call("openai", "gpt-4o") as call:
         call.set_usage(3, 4)
     [span] = exporter.get_finished_spans()
@@ -59,8 +98,9 @@ def test_reuses_providers_the_application_installed() -> None:
 def test_reuses_only_the_tracer_provider_when_metrics_are_not_set_up(sink: OtlpSink) -> None:
     tp, _exporter, _, _ = _app_providers()
     trace.set_tracer_provider(tp)
-    t = configure("svc", endpoint=sink.grpc_endpoint)
-    assert not t.settings.owns_tracer_provider and t.settings.owns_meter_provider
+    configure("svc", endpoint=sink.grpc_endpoint)
+    t = current_telemetry()
+    assert not t.owns_tracer_provider and t.owns_meter_provider
     assert isinstance(metrics.get_meter_provider(), MeterProvider)
 
 
@@ -90,8 +130,10 @@ def test_calls_before_the_app_sets_providers_are_recorded_after() -> None:
 
 def test_given_providers_are_used_and_not_installed_globally() -> None:
     tp, exporter, mp, _reader = _app_providers()
-    t = configure(tracer_provider=tp, meter_provider=mp)
+    t = configure_with(tp, mp)
     assert t.tracer_provider is tp
+    with pytest.raises(ConfigurationError, match="configured for tests"):
+        configure("app")
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
     with llm_call("openai", "gpt-4o") as call:
         call.set_usage(1, 2)
@@ -103,7 +145,7 @@ def test_given_providers_are_used_and_not_installed_globally() -> None:
     [
         ({"protocol": "http/json"}, "unsupported OTLP protocol 'http/json'"),
         ({"span_processor": "fast"}, "span_processor must be one of"),
-        ({"metric_export_interval_ms": 0}, "metric_export_interval_ms must be positive"),
+        ({"metric_export_interval_ms": 0}, "metric_export_interval_ms must be a positive integer"),
     ],
 )
 def test_bad_settings_are_clear_errors(kwargs: dict[str, object], needle: str) -> None:
@@ -126,14 +168,14 @@ def test_bad_port_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_obs_port_variable_is_honoured(monkeypatch: pytest.MonkeyPatch, sink: OtlpSink) -> None:
     monkeypatch.setenv(env.OBS_OTEL_GRPC_PORT, str(sink.grpc_port))
-    t = configure("x")
-    assert t.settings.endpoint == f"http://localhost:{sink.grpc_port}"
+    assert configure("x").endpoint == f"http://localhost:{sink.grpc_port}"
 
 
 def test_sdk_disabled_installs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(env.OTEL_SDK_DISABLED, "true")
-    t = configure("x")
-    assert not t.settings.owns_tracer_provider and not t.settings.owns_meter_provider
+    configure("x")
+    t = current_telemetry()
+    assert not t.owns_tracer_provider and not t.owns_meter_provider
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
     with llm_call("openai", "gpt-4o") as call:  # still harmless
         call.set_usage(1, 2)

@@ -12,6 +12,7 @@ from amtp_obs import contract, env
 from amtp_obs.contract.validate import validate_metric_points, validate_spans
 from amtp_obs.sdk import configure, force_flush, llm_call, shutdown
 from amtp_obs.sdk._internal.config import PROTOCOL_GRPC, PROTOCOL_HTTP_PROTOBUF
+from amtp_obs.sdk.testing import current_telemetry
 from amtp_obs.testing.otlp_sink import OtlpSink, ReceivedPoint, ReceivedSpan
 from amtp_obs.testing.poll import eventually
 
@@ -144,8 +145,7 @@ def test_environment_variables_configure_the_exporters(sink: OtlpSink, monkeypat
     monkeypatch.setenv(env.OTEL_EXPORTER_OTLP_PROTOCOL, PROTOCOL_HTTP_PROTOBUF)
     monkeypatch.setenv(env.OTEL_SERVICE_NAME, "from-env")
     monkeypatch.setenv(env.OTEL_RESOURCE_ATTRIBUTES, "team=llm,service.instance.id=pinned-instance")
-    t = configure()
-    assert t.settings.protocol == PROTOCOL_HTTP_PROTOBUF
+    assert configure().protocol == PROTOCOL_HTTP_PROTOBUF
     with llm_call("openai", "gpt-4o-mini") as call:
         call.set_usage(1, 2)
     shutdown()  # flushes
@@ -176,8 +176,8 @@ def test_explicit_arguments_win_over_environment(sink: OtlpSink, monkeypatch: py
 
 INSTANCE_ID_SCRIPT = """
 from amtp_obs.sdk import configure
-t = configure("probe", endpoint="http://127.0.0.1:9", span_processor="simple")
-print(t.tracer_provider.resource.attributes["service.instance.id"])
+c = configure("probe", endpoint="http://127.0.0.1:9", span_processor="simple")
+print(c.resource["service.instance.id"])
 """
 
 
@@ -194,6 +194,8 @@ def test_each_process_gets_its_own_instance_id() -> None:
 
 
 def test_given_instance_id_is_kept(sink: OtlpSink) -> None:
-    t = configure("a", endpoint=sink.grpc_endpoint, resource_attributes={"service.instance.id": "replica-7"})
-    assert t.tracer_provider.resource.attributes["service.instance.id"] == "replica-7"
-    assert t.meter_provider._sdk_config.resource.attributes["service.instance.id"] == "replica-7"
+    c = configure("a", endpoint=sink.grpc_endpoint, resource_attributes={"service.instance.id": "replica-7"})
+    assert c.resource["service.instance.id"] == "replica-7"
+    t = current_telemetry()
+    assert t.tracer_provider.resource.attributes["service.instance.id"] == "replica-7"  # type: ignore[attr-defined]
+    assert t.meter_provider._sdk_config.resource.attributes["service.instance.id"] == "replica-7"  # type: ignore[attr-defined]

@@ -90,7 +90,7 @@ def _kind_name(kind: Any) -> str | None:
         return name.removeprefix("SPAN_KIND_")
     if isinstance(kind, int) and not isinstance(kind, bool) and not hasattr(kind, "name"):
         try:
-            return _OtlpSpan.SpanKind.Name(kind).removeprefix("SPAN_KIND_")
+            return str(_OtlpSpan.SpanKind.Name(kind)).removeprefix("SPAN_KIND_")
         except ValueError:
             return f"unknown({kind})"
     return str(getattr(kind, "name", kind)).upper()
@@ -220,9 +220,12 @@ def _detail_violations(name: str, attributes: Mapping[str, Any], ints: Any) -> l
     ):
         whole = attributes.get(parent_attr)
         parts = [d.attribute for d in contract.TOKEN_DETAILS if d.part_of == parent]
-        values = [attributes.get(a) for a in parts]
-        known = [(a, v) for a, v in zip(parts, values, strict=True) if _has_type(v, int)]
-        if not _has_type(whole, int) or not known:
+        known: list[tuple[str, int]] = []
+        for a in parts:
+            v = attributes.get(a)
+            if isinstance(v, int) and not isinstance(v, bool):
+                known.append((a, v))
+        if not isinstance(whole, int) or isinstance(whole, bool) or not known:
             continue
         total = sum(v for _, v in known)
         if total > whole:
@@ -271,13 +274,20 @@ def validate_spans(spans: Iterable[Any]) -> list[Violation]:
 class PointLike(Protocol):
     """What validate_metric_points reads; OtlpSink's ReceivedPoint and MetricPoint both fit."""
 
-    metric: str
-    unit: str
-    kind: str
-    monotonic: bool | None
-    attributes: dict[str, Any]
-    resource: dict[str, Any]
-    value: float | None
+    @property
+    def metric(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def monotonic(self) -> bool | None: ...
+    @property
+    def attributes(self) -> dict[str, Any]: ...
+    @property
+    def resource(self) -> dict[str, Any]: ...
+    @property
+    def value(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -449,12 +459,12 @@ def validate_metric_points(points: Iterable[PointLike], *, require_all: bool = T
             continue
         if len(present) < 3:
             continue
-        p, c, t = (present[s.instrument][0] for s in contract.TOKEN_COUNTERS)
-        if p is not None and c is not None and t is not None and p + c != t:
+        pv, cv, tv = (present[s.instrument][0] for s in contract.TOKEN_COUNTERS)
+        if pv is not None and cv is not None and tv is not None and pv + cv != tv:
             add(
                 TOTAL_MISMATCH,
                 contract.TOTAL_TOKENS.instrument,
-                f"series {attrs}: total {t:g} != prompt {p:g} + completion {c:g} = {p + c:g}",
+                f"series {attrs}: total {tv:g} != prompt {pv:g} + completion {cv:g} = {pv + cv:g}",
             )
     for parent in (contract.PROMPT_TOKENS, contract.COMPLETION_TOKENS):
         parts = [d.counter.instrument for d in contract.TOKEN_DETAILS if d.part_of == parent]

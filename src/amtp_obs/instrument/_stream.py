@@ -69,7 +69,7 @@ def safely(fn: Any, *args: Any, **kwargs: Any) -> None:
         log.exception("amtp_obs.instrument: telemetry step %r failed", getattr(fn, "__name__", fn))
 
 
-class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """Proxy of a vendor ``Stream``: same chunks, same object underneath, span ends once."""
 
     def __init__(self, wrapped: Any, tracker: StreamTracker) -> None:
@@ -127,7 +127,7 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         raise TypeError("an instrumented LLM stream cannot be pickled (nor can the vendor's stream)")
 
 
-class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """Proxy of a vendor ``AsyncStream``; also ends the span on ``asyncio.CancelledError``."""
 
     def __init__(self, wrapped: Any, tracker: StreamTracker) -> None:

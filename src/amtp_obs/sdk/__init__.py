@@ -1,4 +1,4 @@
-"""The AMTP LLM telemetry SDK: ``configure()`` once, then wrap each LLM call in ``llm_call()``.
+"""The AMTP LLM telemetry SDK: ``configure()`` once, then record each LLM call with ``llm_call()``.
 
     from amtp_obs.sdk import configure, llm_call
     configure("my-agent")
@@ -7,37 +7,30 @@
         call.set_usage(reply.usage.prompt_tokens, reply.usage.completion_tokens)
 
 Every span and counter carries the names of ``amtp_obs.contract``; see docs/instrumentation.md.
+Test support lives in ``amtp_obs.sdk.testing``; everything under ``_internal`` may change.
 """
 
-from amtp_obs.sdk._internal.call import LLMCall, UsageExtractor, llm_call, traced_llm
+from amtp_obs.sdk._internal.call import LLMCall, llm_call
 from amtp_obs.sdk._internal.config import (
-    PROTOCOL_GRPC,
-    PROTOCOL_HTTP_PROTOBUF,
-    PROTOCOLS,
+    Configuration,
     ConfigurationError,
-    Settings,
-    Telemetry,
+    OtlpProtocol,
     configure,
     force_flush,
-    get_telemetry,
-    is_configured,
     shutdown,
 )
+from amtp_obs.sdk._internal.usage import Provenance, RequestType, Usage
 
 __all__ = [
-    "PROTOCOLS",
-    "PROTOCOL_GRPC",
-    "PROTOCOL_HTTP_PROTOBUF",
+    "Configuration",
     "ConfigurationError",
     "LLMCall",
-    "Settings",
-    "Telemetry",
-    "UsageExtractor",
+    "OtlpProtocol",
+    "Provenance",
+    "RequestType",
+    "Usage",
     "configure",
     "force_flush",
-    "get_telemetry",
-    "is_configured",
     "llm_call",
     "shutdown",
-    "traced_llm",
 ]

@@ -1,7 +1,7 @@
-"""Test support: in-memory configure(), and undoing configure() and the OTel globals between tests.
+"""Test support: configure() onto in-memory or given providers, and undoing it between tests.
 
 OpenTelemetry lets a process set its global providers once; tests that exercise configure() need a
-clean slate each time, so this resets the API's private globals (test-only, never in production).
+clean slate each time, so reset_sdk() also resets the API's globals (test-only, never in production).
 """
 
 from __future__ import annotations
@@ -9,36 +9,57 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import metrics, trace
-from opentelemetry.metrics import _internal as metrics_internal
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
+from opentelemetry.trace import TracerProvider
 
 from amtp_obs.contract.validate import MetricPoint, points_from_metrics_data
-from amtp_obs.sdk._internal import config
+from amtp_obs.sdk._internal import config, otel_globals
 from amtp_obs.sdk._internal.config import Telemetry
 
 
 def reset_global_providers() -> None:
     """Make the OTel API behave as if no provider had ever been set."""
-    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
-    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
-    trace._PROXY_TRACER_PROVIDER = trace.ProxyTracerProvider()  # type: ignore[attr-defined]
-    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
-    metrics_internal._METER_PROVIDER = None
-    metrics_internal._PROXY_METER_PROVIDER = metrics_internal._ProxyMeterProvider()
-    assert metrics.get_meter_provider() is metrics_internal._PROXY_METER_PROVIDER
+    otel_globals.reset_all()
 
 
 def reset_sdk(*, shutdown: bool = True) -> None:
     """Shut down what configure() created (optionally), forget it, and reset the OTel globals."""
     if shutdown:
         config.shutdown()
-    config._reset()
-    reset_global_providers()
+    config.reset()
+    otel_globals.reset_all()
+
+
+def current_telemetry() -> Telemetry:
+    """The Telemetry llm_call() records through now (for assertions on providers and ownership)."""
+    return config.current()
+
+
+def configure_with(
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    *,
+    capture_content: bool = False,
+    set_global: bool = False,
+    **args: Any,
+) -> Telemetry:
+    """configure() onto given providers (not installed globally unless ``set_global``); replaces any configuration.
+
+    ``args`` are configure()'s keyword arguments (service_name, span_processor, ...).
+    """
+    config.shutdown()
+    telemetry = config.install(
+        {**args, "capture_content": capture_content},
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        set_global=set_global,
+    )
+    config._set_configured(telemetry, None)
+    return telemetry
 
 
 @dataclass
@@ -72,11 +93,11 @@ def configure_in_memory(
     reset_sdk()
     exporter = InMemorySpanExporter()
     reader = InMemoryMetricReader()
-    telemetry = config.configure(
-        service_name,
-        capture_content=capture_content,
+    telemetry = config.install(
+        {"service_name": service_name, "capture_content": capture_content},
         span_processors=(SimpleSpanProcessor(exporter),),
         metric_readers=(reader,),
         set_global=set_global,
     )
+    config._set_configured(telemetry, None)
     return InMemoryTelemetry(telemetry, exporter, reader)

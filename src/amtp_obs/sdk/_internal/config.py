@@ -1,7 +1,8 @@
-"""configure()/shutdown() and the Telemetry handle every LLMCall records through.
+"""configure()/shutdown() and the Telemetry every LLMCall records through.
 
 Environment variables are read here, once, at configure time (or on the first lazy use), never on
-the hot path of a call.
+the hot path of a call. Public names are re-exported by ``amtp_obs.sdk``; everything else here is
+internal (the instrumentations, the MCP helpers and ``amtp_obs.sdk.testing`` use it).
 """
 
 from __future__ import annotations
@@ -9,25 +10,34 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import Counter, Meter
-from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanProcessor
-from opentelemetry.trace import Tracer
+from opentelemetry.metrics import Counter, Meter, MeterProvider
+from opentelemetry.trace import Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
 
 from amtp_obs import contract, env
+from amtp_obs.sdk._internal import otel_globals
 
-PROTOCOL_GRPC = "grpc"
-PROTOCOL_HTTP_PROTOBUF = "http/protobuf"
-PROTOCOLS = (PROTOCOL_GRPC, PROTOCOL_HTTP_PROTOBUF)
-SPAN_PROCESSORS = ("batch", "simple")
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from amtp_obs.sdk._internal.usage import Usage
+
+OtlpProtocol = Literal["grpc", "http/protobuf"]
+"""The OTLP transports the SDK can export with (``http/protobuf`` needs ``amtp-obs[http]``)."""
+SpanProcessorKind = Literal["batch", "simple"]
+
+PROTOCOL_GRPC: OtlpProtocol = "grpc"
+PROTOCOL_HTTP_PROTOBUF: OtlpProtocol = "http/protobuf"
+PROTOCOLS: tuple[OtlpProtocol, ...] = get_args(OtlpProtocol)
+SPAN_PROCESSORS: tuple[SpanProcessorKind, ...] = get_args(SpanProcessorKind)
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -40,7 +50,7 @@ except Exception:  # pragma: no cover - running from a source tree without metad
 
 
 class ConfigurationError(ValueError):
-    """A configure() argument or OTEL_* variable has a value the SDK cannot use."""
+    """configure() cannot do what it was asked: a bad argument or OTEL_* value, or a conflicting second call."""
 
 
 def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -50,22 +60,33 @@ def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """What configure() resolved; kept on the Telemetry so callers can see what is in effect."""
+class Configuration:
+    """What configure() put in effect (its return value): resolved settings, for logs and checks."""
 
-    capture_content: bool = False
-    service_name: str | None = None
-    endpoint: str | None = None
-    protocol: str | None = None
-    span_processor: str | None = None
-    metric_export_interval_ms: int | None = None
-    owns_tracer_provider: bool = False
-    owns_meter_provider: bool = False
+    service_name: str | None
+    """The resource's ``service.name`` (argument, else ``OTEL_SERVICE_NAME``); None if no provider was built."""
+    endpoint: str | None
+    """The collector address the exporters use; None: the exporters' own default or OTEL_* variables."""
+    protocol: OtlpProtocol | None
+    """None when configure() created no OTLP exporter (the application's providers, or OTEL_SDK_DISABLED)."""
+    capture_content: bool
+    span_processor: SpanProcessorKind | None
+    metric_export_interval_ms: int | None
+    resource: Mapping[str, AttributeValue] = field(default_factory=dict)
+    """The resource of the providers configure() created (empty when it created none)."""
+
+
+CostHook = Callable[[str, str, "Usage"], Mapping[str, AttributeValue]]
+"""(provider, model, usage) -> span attributes, called once per counted call at its end.
+
+The place for the price catalog (issue 10: ``llm.cost.usd``, ``llm.cost.catalog``): whatever the hook
+returns is added to the ``llm.completion`` span. None (the default) costs nothing on the hot path.
+"""
 
 
 @dataclass
 class Telemetry:
-    """The tracer, meter and the contract's token counters every LLMCall records through."""
+    """The tracer, meter and the contract's token counters every LLMCall records through (internal)."""
 
     tracer: Tracer
     meter: Meter
@@ -75,14 +96,18 @@ class Telemetry:
     cache_read_tokens: Counter
     cache_creation_tokens: Counter
     reasoning_tokens: Counter
-    settings: Settings
-    tracer_provider: Any = None
-    meter_provider: Any = None
-    _attr_cache: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict, repr=False)
+    configuration: Configuration
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    owns_tracer_provider: bool = False
+    owns_meter_provider: bool = False
+    cost: CostHook | None = None
+    attr_cache: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict, repr=False)
+    """(provider, model, request type, stream) -> span-start and metric attribute dicts (see call.py)."""
 
     @property
     def capture_content(self) -> bool:
-        return self.settings.capture_content
+        return self.configuration.capture_content
 
     @property
     def counters(self) -> tuple[Counter, ...]:
@@ -99,10 +124,12 @@ class Telemetry:
     @classmethod
     def from_providers(
         cls,
-        tracer_provider: Any | None = None,
-        meter_provider: Any | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         *,
-        settings: Settings | None = None,
+        configuration: Configuration | None = None,
+        owns_tracer_provider: bool = False,
+        owns_meter_provider: bool = False,
     ) -> Telemetry:
         """Build a Telemetry on given providers (None: the global ones, resolved lazily by the API)."""
         tp = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
@@ -113,6 +140,15 @@ class Telemetry:
             meter.create_counter(spec.instrument, unit=spec.unit, description=spec.description)
             for spec in contract.ALL_TOKEN_COUNTERS
         )
+        if configuration is None:
+            configuration = Configuration(
+                service_name=None,
+                endpoint=None,
+                protocol=None,
+                capture_content=env_flag(env.AMTP_OBS_CAPTURE_CONTENT),
+                span_processor=None,
+                metric_export_interval_ms=None,
+            )
         return cls(
             tracer=tracer,
             meter=meter,
@@ -122,17 +158,22 @@ class Telemetry:
             cache_read_tokens=cache_read,
             cache_creation_tokens=cache_creation,
             reasoning_tokens=reasoning,
-            settings=settings or Settings(capture_content=env_flag(env.AMTP_OBS_CAPTURE_CONTENT)),
+            configuration=configuration,
             tracer_provider=tp,
             meter_provider=mp,
+            owns_tracer_provider=owns_tracer_provider,
+            owns_meter_provider=owns_meter_provider,
         )
 
     def shutdown(self) -> None:
         """Flush and shut down the providers this Telemetry created (never an application's own)."""
-        if self.settings.owns_tracer_provider and self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        if self.settings.owns_meter_provider and self.meter_provider is not None:
-            self.meter_provider.shutdown()
+        for owned, provider in (
+            (self.owns_tracer_provider, self.tracer_provider),
+            (self.owns_meter_provider, self.meter_provider),
+        ):
+            stop = getattr(provider, "shutdown", None)
+            if owned and stop is not None:
+                stop()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Export what is buffered now; True when every provider that supports flushing succeeded."""
@@ -146,20 +187,24 @@ class Telemetry:
 
 _lock = threading.RLock()
 _configured: Telemetry | None = None
+_configured_args: dict[str, Any] | None = None
 _default: Telemetry | None = None
+_shut_down: list[object] = []
+"""Providers configure() created and shutdown() stopped: a later configure() replaces them."""
 
 
-def _resolve_protocol(protocol: str | None) -> str:
+def _resolve_protocol(protocol: str | None) -> OtlpProtocol:
     value = (protocol or os.environ.get(env.OTEL_EXPORTER_OTLP_PROTOCOL) or PROTOCOL_GRPC).strip().lower()
-    if value not in PROTOCOLS:
-        raise ConfigurationError(
-            f"unsupported OTLP protocol {value!r} (from the protocol argument or "
-            f"{env.OTEL_EXPORTER_OTLP_PROTOCOL}); use one of: {', '.join(PROTOCOLS)}"
-        )
-    return value
+    for known in PROTOCOLS:
+        if value == known:
+            return known
+    raise ConfigurationError(
+        f"unsupported OTLP protocol {value!r} (from the protocol argument or "
+        f"{env.OTEL_EXPORTER_OTLP_PROTOCOL}); use one of: {', '.join(PROTOCOLS)}"
+    )
 
 
-def _resolve_endpoint(endpoint: str | None, protocol: str) -> str | None:
+def _resolve_endpoint(endpoint: str | None, protocol: OtlpProtocol) -> str | None:
     """Explicit endpoint, else None (the exporters read OTEL_EXPORTER_OTLP_* themselves), else OBS_*."""
     if endpoint:
         return endpoint.rstrip("/")
@@ -176,25 +221,36 @@ def _resolve_endpoint(endpoint: str | None, protocol: str) -> str | None:
     return None
 
 
-def _exporters(protocol: str, endpoint: str | None) -> tuple[Any, Any]:
-    if protocol == PROTOCOL_GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+EXTRA_FOR_PROTOCOL: dict[OtlpProtocol, str] = {PROTOCOL_GRPC: "grpc", PROTOCOL_HTTP_PROTOBUF: "http"}
 
-        if endpoint is None:
-            return OTLPSpanExporter(), OTLPMetricExporter()
-        # TLS or not: the exporter decides from the scheme and OTEL_EXPORTER_OTLP_INSECURE.
-        return OTLPSpanExporter(endpoint=endpoint), OTLPMetricExporter(endpoint=endpoint)
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetric
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpan
 
+def _exporters(protocol: OtlpProtocol, endpoint: str | None) -> tuple[SpanExporter, MetricExporter]:
+    """The OTLP exporters of ``protocol``; a clear error when its package is not installed (lean install)."""
+    try:
+        if protocol == PROTOCOL_GRPC:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            if endpoint is None:
+                return OTLPSpanExporter(), OTLPMetricExporter()
+            # TLS or not: the exporter decides from the scheme and OTEL_EXPORTER_OTLP_INSECURE.
+            return OTLPSpanExporter(endpoint=endpoint), OTLPMetricExporter(endpoint=endpoint)
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetric
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpan
+    except ImportError as err:
+        raise ConfigurationError(
+            f"OTLP protocol {protocol!r} needs its exporter package ({err.name} is not installed): "
+            f"pip install 'amtp-obs[{EXTRA_FOR_PROTOCOL[protocol]}]'"
+        ) from err
     if endpoint is None:
         return HttpSpan(), HttpMetric()
     return HttpSpan(endpoint=f"{endpoint}/v1/traces"), HttpMetric(endpoint=f"{endpoint}/v1/metrics")
 
 
 def _resource(service_name: str | None, resource_attributes: Mapping[str, str] | None) -> Resource:
-    attrs: dict[str, Any] = dict(resource_attributes or {})
+    from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+
+    attrs: dict[str, AttributeValue] = dict(resource_attributes or {})
     if service_name:
         attrs[SERVICE_NAME] = service_name
     # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME under explicit attributes.
@@ -205,99 +261,152 @@ def _resource(service_name: str | None, resource_attributes: Mapping[str, str] |
     return resource
 
 
+def _usable_global(provider: object, sdk_type: type) -> bool:
+    """An SDK provider the application (or an earlier configure()) installed that is still running."""
+    return isinstance(provider, sdk_type) and not any(provider is dead for dead in _shut_down)
+
+
+def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    return "; ".join(f"{k}: first {old[k]!r}, now {new[k]!r}" for k in new if old.get(k) != new[k])
+
+
 def configure(
     service_name: str | None = None,
     *,
     endpoint: str | None = None,
-    protocol: str | None = None,
+    protocol: OtlpProtocol | None = None,
     resource_attributes: Mapping[str, str] | None = None,
     capture_content: bool | None = None,
     metric_export_interval_ms: int | None = None,
-    span_processor: str = "batch",
-    tracer_provider: Any | None = None,
-    meter_provider: Any | None = None,
+    span_processor: SpanProcessorKind = "batch",
+) -> Configuration:
+    """Set up tracing and metrics for LLM calls, once per process.
+
+    Explicit arguments win over the OTEL_* variables. SDK providers an application already installed
+    globally are reused as they are. Calling it again with the same arguments returns the same
+    Configuration; with different arguments it raises ConfigurationError naming each difference
+    (call shutdown() first to change them). After shutdown() it starts afresh.
+    """
+    args: dict[str, Any] = {
+        "service_name": service_name,
+        "endpoint": endpoint,
+        "protocol": protocol,
+        "resource_attributes": dict(resource_attributes) if resource_attributes is not None else None,
+        "capture_content": capture_content,
+        "metric_export_interval_ms": metric_export_interval_ms,
+        "span_processor": span_processor,
+    }
+    with _lock:
+        if _configured is not None and _configured_args is not None:
+            if args == _configured_args:
+                return _configured.configuration
+            raise ConfigurationError(
+                "configure() was already called with other arguments ("
+                + _describe_difference(_configured_args, args)
+                + "); call shutdown() first to configure differently"
+            )
+        if _configured is not None:
+            raise ConfigurationError("the SDK was configured for tests (amtp_obs.sdk.testing); call shutdown() first")
+        telemetry = install(args)
+        _set_configured(telemetry, args)
+        return telemetry.configuration
+
+
+def install(
+    args: Mapping[str, Any],
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
     metric_readers: tuple[MetricReader, ...] | None = None,
     span_processors: tuple[SpanProcessor, ...] | None = None,
     set_global: bool = True,
 ) -> Telemetry:
-    """Set up tracing and metrics for LLM calls once per process; later calls return the same handle.
+    """Build the Telemetry for configure()'s ``args``; the keyword hooks are for amtp_obs.sdk.testing and bench.
 
-    Explicit arguments win over the OTEL_* variables. Providers an application already installed
-    globally (SDK ones) are reused as they are. ``tracer_provider``/``meter_provider`` use given
-    providers; ``span_processors``/``metric_readers`` replace the OTLP exporters (tests, benchmarks).
+    ``tracer_provider``/``meter_provider`` use given providers; ``span_processors``/``metric_readers``
+    replace the OTLP exporters. Does not register the result (see _set_configured).
     """
-    global _configured, _default
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+    span_processor = args.get("span_processor", "batch")
+    if span_processor not in SPAN_PROCESSORS:
+        raise ConfigurationError(f"span_processor must be one of {', '.join(SPAN_PROCESSORS)}, got {span_processor!r}")
+    interval = args.get("metric_export_interval_ms")
+    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0):
+        raise ConfigurationError(f"metric_export_interval_ms must be a positive integer, got {interval!r}")
+    capture = args.get("capture_content")
+    capture_content = env_flag(env.AMTP_OBS_CAPTURE_CONTENT) if capture is None else bool(capture)
+    disabled = env_flag(env.OTEL_SDK_DISABLED)
+
+    tp: TracerProvider | None = tracer_provider
+    mp: MeterProvider | None = meter_provider
+    global_tp, global_mp = trace.get_tracer_provider(), metrics.get_meter_provider()
+    need_tp = tp is None and not _usable_global(global_tp, SdkTracerProvider)
+    need_mp = mp is None and not _usable_global(global_mp, SdkMeterProvider)
+    needs_otlp = (need_tp and span_processors is None) or (need_mp and metric_readers is None)
+    protocol: OtlpProtocol | None = None
+    endpoint: str | None = None
+    if needs_otlp and not disabled:
+        protocol = _resolve_protocol(args.get("protocol"))
+        endpoint = _resolve_endpoint(args.get("endpoint"), protocol)
+    owns_tp = owns_mp = False
+    resource_attrs: dict[str, AttributeValue] = {}
+    if (need_tp or need_mp) and not disabled:
+        resource = _resource(args.get("service_name"), args.get("resource_attributes"))
+        resource_attrs = dict(resource.attributes)
+        span_exporter = metric_exporter = None
+        if needs_otlp:
+            assert protocol is not None
+            span_exporter, metric_exporter = _exporters(protocol, endpoint)
+        if need_tp:
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+            sdk_tp = SdkTracerProvider(resource=resource)
+            if span_processors is not None:
+                for proc in span_processors:
+                    sdk_tp.add_span_processor(proc)
+            else:
+                assert span_exporter is not None
+                proc_cls = BatchSpanProcessor if span_processor == "batch" else SimpleSpanProcessor
+                sdk_tp.add_span_processor(proc_cls(span_exporter))
+            tp, owns_tp = sdk_tp, True
+            if set_global:
+                otel_globals.install_tracer_provider(sdk_tp, replacing=global_tp if global_tp in _shut_down else None)
+        if need_mp:
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            readers: tuple[MetricReader, ...]
+            if metric_readers is not None:
+                readers = metric_readers
+            else:
+                assert metric_exporter is not None
+                readers = (PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval),)
+            sdk_mp = SdkMeterProvider(resource=resource, metric_readers=list(readers))
+            mp, owns_mp = sdk_mp, True
+            if set_global:
+                otel_globals.install_meter_provider(sdk_mp, replacing=global_mp if global_mp in _shut_down else None)
+    configuration = Configuration(
+        service_name=str(resource_attrs["service.name"]) if "service.name" in resource_attrs else None,
+        endpoint=endpoint,
+        protocol=protocol,
+        capture_content=capture_content,
+        span_processor=span_processor if owns_tp and span_processors is None else None,
+        metric_export_interval_ms=interval,
+        resource=resource_attrs,
+    )
+    return Telemetry.from_providers(
+        tp, mp, configuration=configuration, owns_tracer_provider=owns_tp, owns_meter_provider=owns_mp
+    )
+
+
+def _set_configured(telemetry: Telemetry, args: dict[str, Any] | None) -> None:
+    global _configured, _configured_args, _default
     with _lock:
-        if _configured is not None:
-            return _configured
-        if span_processor not in SPAN_PROCESSORS:
-            raise ConfigurationError(
-                f"span_processor must be one of {', '.join(SPAN_PROCESSORS)}, got {span_processor!r}"
-            )
-        if metric_export_interval_ms is not None and metric_export_interval_ms <= 0:
-            raise ConfigurationError(f"metric_export_interval_ms must be positive, got {metric_export_interval_ms}")
-        if capture_content is None:
-            capture_content = env_flag(env.AMTP_OBS_CAPTURE_CONTENT)
-        disabled = env_flag(env.OTEL_SDK_DISABLED)
-
-        tp: Any = tracer_provider
-        mp: Any = meter_provider
-        owns_tp = owns_mp = False
-        resolved_protocol: str | None = None
-        resolved_endpoint: str | None = None
-        need_tp = tp is None and not isinstance(trace.get_tracer_provider(), SdkTracerProvider)
-        need_mp = mp is None and not isinstance(metrics.get_meter_provider(), SdkMeterProvider)
-        needs_otlp = (need_tp and span_processors is None) or (need_mp and metric_readers is None)
-        if needs_otlp and not disabled:
-            resolved_protocol = _resolve_protocol(protocol)
-            resolved_endpoint = _resolve_endpoint(endpoint, resolved_protocol)
-        if (need_tp or need_mp) and not disabled:
-            resource = _resource(service_name, resource_attributes)
-            span_exporter = metric_exporter = None
-            if needs_otlp:
-                assert resolved_protocol is not None
-                span_exporter, metric_exporter = _exporters(resolved_protocol, resolved_endpoint)
-            if need_tp:
-                tp = SdkTracerProvider(resource=resource)
-                if span_processors is not None:
-                    for proc in span_processors:
-                        tp.add_span_processor(proc)
-                else:
-                    proc_cls = BatchSpanProcessor if span_processor == "batch" else SimpleSpanProcessor
-                    tp.add_span_processor(proc_cls(span_exporter))
-                owns_tp = True
-                if set_global:
-                    trace.set_tracer_provider(tp)
-            if need_mp:
-                readers: tuple[MetricReader, ...]
-                if metric_readers is not None:
-                    readers = metric_readers
-                else:
-                    readers = (
-                        PeriodicExportingMetricReader(
-                            metric_exporter, export_interval_millis=metric_export_interval_ms
-                        ),
-                    )
-                mp = SdkMeterProvider(resource=resource, metric_readers=list(readers))
-                owns_mp = True
-                if set_global:
-                    metrics.set_meter_provider(mp)
-        settings = Settings(
-            capture_content=capture_content,
-            service_name=service_name,
-            endpoint=resolved_endpoint or endpoint,
-            protocol=resolved_protocol,
-            span_processor=span_processor if owns_tp and span_processors is None else None,
-            metric_export_interval_ms=metric_export_interval_ms,
-            owns_tracer_provider=owns_tp,
-            owns_meter_provider=owns_mp,
-        )
-        _configured = Telemetry.from_providers(tp, mp, settings=settings)
-        _default = None
-        return _configured
+        _configured, _configured_args, _default = telemetry, args, None
 
 
-def get_telemetry() -> Telemetry:
+def current() -> Telemetry:
     """The configured Telemetry, else one on the global providers (an app's own OTel setup)."""
     t = _configured or _default
     if t is not None:
@@ -320,22 +429,28 @@ def is_configured() -> bool:
 
 
 def shutdown() -> None:
-    """Flush and shut down what configure() created (final: OTel global providers cannot be replaced)."""
-    global _configured, _default
+    """Flush and stop what configure() created; a later configure() starts afresh."""
+    global _configured, _configured_args, _default
     with _lock:
-        t, _configured, _default = _configured, None, None
+        t, _configured, _configured_args, _default = _configured, None, None, None
+        if t is not None:
+            _shut_down.extend(
+                p
+                for owned, p in ((t.owns_tracer_provider, t.tracer_provider), (t.owns_meter_provider, t.meter_provider))
+                if owned
+            )
     if t is not None:
         t.shutdown()
 
 
 def force_flush(timeout_millis: int = 30_000) -> bool:
-    """Export buffered spans and metrics now (the configured or the global providers)."""
-    return get_telemetry().force_flush(timeout_millis)
+    """Export buffered spans and metrics now (the configured or the global providers); False on failure."""
+    return current().force_flush(timeout_millis)
 
 
-def _reset() -> None:
+def reset() -> None:
     """Forget the SDK state without shutting anything down (tests)."""
-    global _configured, _default
+    global _configured, _configured_args, _default
     with _lock:
-        _configured = None
-        _default = None
+        _configured = _configured_args = _default = None
+        _shut_down.clear()
