@@ -217,6 +217,8 @@ def test_by_and_coalesce(http: httpx.Client, family: dict[str, bytes]) -> None:
     doc = _search(http, '{ resource.service.name = "fam" } | by(span.tier)', spss=10)
     (hit,) = [t for t in doc["traces"] if t["traceID"] == tid.hex().lstrip("0")]
     assert sorted(s["matched"] for s in hit["spanSets"]) == [1, 3]
+    by_status = _spanset(_search(http, '{ resource.service.name = "fam" } | by(status)'), tid)
+    assert by_status["attributes"] == [{"key": "by(status)", "value": {"stringValue": "unset"}}]
     grouped = '({ resource.service.name = "fam" } | by(span.tier)) > { }'
     assert http.get("/api/search", params={"q": grouped}).status_code == 400
     assert _names(http, '({ resource.service.name = "fam" } | by(span.tier) | coalesce()) > { }', tid) == [

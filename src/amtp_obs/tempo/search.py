@@ -461,10 +461,16 @@ def _value_of(view: traceql.SpanView, attr: traceql.Attr) -> tuple[str, str] | N
     return None
 
 
+MAX_FILTERED_SCAN = 10_000
+"""Traces a filtered tag-values request reads at most (newest first): autocomplete must stay quick."""
+
+
 def _filtered_values(store: TraceStore, attr: traceql.Attr, query: traceql.Query) -> set[tuple[str, str]]:
     """Values of ``attr`` on the spans the filter keeps (engine.go ExecuteTagValues; walks the store)."""
     out: set[tuple[str, str]] = set()
-    for tid in store.trace_ids_newest_first():
+    for n, tid in enumerate(store.trace_ids_newest_first()):
+        if n >= MAX_FILTERED_SCAN:
+            break
         stored = store.trace(tid)
         if stored is None:
             continue

@@ -710,6 +710,15 @@ def _unique(sets: list[SpanSet]) -> list[SpanView]:
     return out
 
 
+def _keyword(attr: Attr, value: Any) -> Any:
+    """Status and kind group by their names (``by(status)`` answers ``error``, as Static.AsAnyValue prints it)."""
+    if attr.scope == "intrinsic" and attr.name == "status":
+        return STATUS_NAMES.get(value, value)
+    if attr.scope == "intrinsic" and attr.name == "kind":
+        return KIND_NAMES.get(value, value)
+    return value
+
+
 def _numeric(value: Any) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -772,7 +781,7 @@ def evaluate(query: Query, spans: list[SpanView]) -> list[SpanSet]:
             for ss in inputs:
                 groups: dict[Any, list[SpanView]] = {}
                 for v in ss.spans:
-                    key = lookup(v, node.attr)
+                    key = _keyword(node.attr, lookup(v, node.attr))
                     groups.setdefault(None if key is _MISSING else key, []).append(v)
                 for key, members in groups.items():
                     out.append(SpanSet(members, [*ss.attributes, (str(node), key)], ss.scalar))
