@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from dash_helpers import (
     CALLS_PER_STEP,
     COMPLETION_PER_STEP,
@@ -28,7 +30,8 @@ from dash_helpers import (
 
 from amtp_obs import contract
 from amtp_obs.dashboard import create_app
-from amtp_obs.project import DASHBOARDS_DIR
+from amtp_obs.project import ALERTING_FILE, DASHBOARDS_DIR
+from amtp_obs.testing.poll import eventually
 
 UID = "llm-token-accounting"
 DASHBOARD_FILE = REPO / DASHBOARDS_DIR / f"{UID}.json"
@@ -277,3 +280,42 @@ def test_broken_dashboard_files_are_listed_with_the_reason(tmp_path: Path) -> No
     assert "c-broken.json: not valid JSON" in home
     assert f"b-same-uid.json: uid &#x27;{UID}&#x27; is already used by a-good.json" in home
     assert {d["type"] for d in datasources} == {"prometheus", "tempo"}
+
+
+def _alert_list(doc: dict[str, Any]) -> dict[str, Any]:
+    (panel,) = [p for p in doc["panels"] if p["type"] == "alertlist"]
+    assert panel["error"] is None, panel["error"]
+    return panel
+
+
+def test_alert_list_panel_shows_the_stacks_alerts_by_its_filter(
+    tmp_path: Path, dashboard_url: str, prometheus: Prom, fake_tempo: tuple[FakeTempo, str]
+) -> None:
+    """The provisioned alert list (label filter cluster=zt-amtp) lists the firing collector-down alert
+    (no collector runs here); another label filter, a name filter or a state filter leaves it out."""
+    source = json.loads(DASHBOARD_FILE.read_text())
+    (spec,) = [p for p in source["panels"] if p["type"] == "alertlist"]
+    alerting = yaml.safe_load((REPO / ALERTING_FILE).read_text())
+    down = alerting["groups"][0]["rules"][0]
+    assert f'{{cluster="{down["labels"]["cluster"]}"}}' == spec["options"]["alertInstanceLabelFilter"]
+
+    def rows() -> list[list[Any]]:
+        return _alert_list(data(dashboard_url))["table"]["rows"]
+
+    assert eventually(lambda: any(r[0] == down["title"] and r[1] == "firing" for r in rows()), 20, 0.2), rows()
+    panel = _alert_list(data(dashboard_url))
+    assert panel["table"]["columns"] == ["Alert", "State", "Since", "Labels", "Summary"]
+    (row,) = [r for r in panel["table"]["rows"] if r[0] == down["title"]]
+    assert f"severity={down['labels']['severity']}" in row[3] and row[4] == down["annotations"]["summary"]
+
+    for change in (
+        {"alertInstanceLabelFilter": '{cluster="elsewhere"}'},
+        {"alertInstanceLabelFilter": '{cluster=~"zt-.*", severity!="critical"}'},
+        {"alertName": "no such alert"},
+        {"stateFilter": {"firing": False, "pending": True}},
+    ):
+        doc = copy.deepcopy(source)
+        next(p for p in doc["panels"] if p["type"] == "alertlist")["options"].update(change)
+        (tmp_path / DASHBOARD_FILE.name).write_text(json.dumps(doc))
+        with ServerThread(create_app(make_settings(prometheus.url, fake_tempo[1], tmp_path))) as srv:
+            assert [r[0] for r in _alert_list(data(srv.url))["table"]["rows"]] == [], change

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -26,12 +27,15 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from starlette.testclient import TestClient
 
 import harness
 from amtp_obs import env
 from amtp_obs import project as proj
 from amtp_obs.alerting import runtime
 from amtp_obs.check import series as check_series
+from amtp_obs.dashboard import DashboardSettings, create_app
+from amtp_obs.dashboard.engine import ALERT_LIST
 from amtp_obs.net import free_port
 from amtp_obs.stack.render import compose_command
 from amtp_obs.tempo import remote_write
@@ -72,6 +76,26 @@ class Prom:
         if not found:
             pytest.fail(f"{title!r} with {labels} did not fire within {ALERT_TIMEOUT:g} s; firing: {self.alerts(title)}"
                         f"\nprometheus log:\n{self.proc.log_tail()}")  # fmt: skip
+        # ... and the dashboard's alert list shows it (its label filter lets the stack's alerts through).
+        assert any(r[1] == "firing" for r in self.on_dashboard(title)), (
+            f"{title!r} is not on the dashboard's alert list"
+        )
+        return found
+
+    def on_dashboard(self, title: str) -> list[list[Any]]:
+        """Rows of the provisioned dashboards' alert list panels naming ``title`` (the embedded
+        dashboard app on this Prometheus, with each panel's own filter)."""
+        project = harness.project()
+        settings = DashboardSettings.from_project(project, prometheus_url=self.url)
+        found = []
+        with TestClient(create_app(settings)) as client:
+            for path in project.dashboards():
+                uid = json.loads(path.read_text())["uid"]
+                doc = client.get(f"/api/amtp/dashboards/{uid}/data").json()
+                for panel in doc["panels"]:
+                    if panel["type"] == ALERT_LIST:
+                        assert panel["error"] is None, panel["error"]
+                        found += [r for r in panel["table"]["rows"] if r[0] == title]
         return found
 
     def loss_rules(self) -> list[dict[str, Any]]:

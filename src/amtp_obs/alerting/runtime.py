@@ -323,11 +323,10 @@ def _parse_matcher(text: str) -> tuple[str, str, str]:
     return name, op, value
 
 
-def _route_matches(route: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    checks: list[tuple[str, str, str]] = [_parse_matcher(m) for m in route.get("matchers") or []]
-    checks += [(k, "=", str(v)) for k, v in (route.get("match") or {}).items()]
-    checks += [(k, "=~", str(v)) for k, v in (route.get("match_re") or {}).items()]
-    for name, op, value in checks:
+def labels_match(matchers: Sequence[tuple[str, str, str]], labels: Mapping[str, str]) -> bool:
+    """Alertmanager's matcher semantics: ``(name, op, value)`` with =, !=, =~, !~ (regexes anchored);
+    a missing label is the empty string."""
+    for name, op, value in matchers:
         actual = labels.get(name, "")
         if op == "=" and actual != value:
             return False
@@ -338,6 +337,13 @@ def _route_matches(route: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
             if hit != (op == "=~"):
                 return False
     return True
+
+
+def _route_matches(route: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    checks: list[tuple[str, str, str]] = [_parse_matcher(m) for m in route.get("matchers") or []]
+    checks += [(k, "=", str(v)) for k, v in (route.get("match") or {}).items()]
+    checks += [(k, "=~", str(v)) for k, v in (route.get("match_re") or {}).items()]
+    return labels_match(checks, labels)
 
 
 def matching_routes(route: Mapping[str, Any], labels: Mapping[str, str]) -> list[Mapping[str, Any]]:

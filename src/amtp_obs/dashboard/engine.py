@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from amtp_obs.alerting.runtime import muted_by
+from amtp_obs.alerting.runtime import labels_match, muted_by
 from amtp_obs.dashboard import templating
 from amtp_obs.dashboard.backends import AlertmanagerClient, BackendError, PrometheusClient, TempoClient
 from amtp_obs.dashboard.model import DEFAULT_SCRAPE_INTERVAL, Dashboard, Datasource
@@ -38,6 +38,18 @@ PANEL_TIMEOUT = 15.0
 DEFAULT_TRACE_LIMIT = 20
 STAT_TYPES = frozenset({"stat", "gauge", "bargauge", "singlestat"})
 SERIES_TYPES = frozenset({"timeseries", "graph", "barchart", "trend"})
+ALERT_LIST = "alertlist"
+ALERT_LIST_COLUMNS = ["Alert", "State", "Since", "Labels", "Summary"]
+ALERT_LIST_MAX_ITEMS = 20
+"""Grafana 10.4's alert list default ``maxItems``."""
+_GRAFANA_MATCHER = re.compile(r'\b([\w.-]+)(=~|!=|!~|=(?="?\w))"?([^"\n,]*)"?')
+"""Grafana's ``parseMatchers`` (alerting/unified/utils/alertmanager.ts): ``{a="x", b=~"y.*"}`` or ``a=x, b!=y``."""
+_SORT_STATE = {"firing": 0, "pending": 1}
+
+
+def parse_label_filter(text: str) -> list[tuple[str, str, str]]:
+    """The alert list panel's ``alertInstanceLabelFilter`` as (label, op, value) matchers."""
+    return [(m.group(1), m.group(2), m.group(3)) for m in _GRAFANA_MATCHER.finditer(text)]
 
 
 class PanelError(Exception):
@@ -465,6 +477,9 @@ class Engine:
             options = panel.get("options") or {}
             result.text = templating.interpolate(str(options.get("content") or panel.get("content") or ""), scope)
             return
+        if ptype == ALERT_LIST:
+            await self._alert_list(panel, result, scope)
+            return
         if ptype not in STAT_TYPES | SERIES_TYPES | {"table"}:
             raise PanelError(f"panel type {ptype!r} is not supported by the embedded dashboard")
         targets = [t for t in panel.get("targets") or [] if isinstance(t, Mapping) and not t.get("hide")]
@@ -606,6 +621,51 @@ class Engine:
         result.table = table
 
     # -- alerts --------------------------------------------------------------------------------
+
+    async def _alert_list(
+        self, panel: Mapping[str, Any], result: PanelResult, scope: Mapping[str, templating.Selection]
+    ) -> None:
+        """Grafana's alert list panel (unified alerting): the alert instances the rules hold, here
+        Prometheus' pending and firing alerts, filtered and sorted by the panel's options."""
+        opts = panel.get("options") or {}
+        label_filter = templating.interpolate(str(opts.get("alertInstanceLabelFilter") or ""), scope)
+        matchers = parse_label_filter(label_filter)
+        name_filter = str(opts.get("alertName") or "").lower()
+        states = {s for s in _SORT_STATE if (opts.get("stateFilter") or {}).get(s)} or set(_SORT_STATE)
+        result.queries.append(
+            "alerts"
+            + (f" {label_filter}" if label_filter else "")
+            + f" in state {', '.join(sorted(states))}"
+            + (f" named like {name_filter!r}" if name_filter else "")
+        )
+        rows = []
+        for a in await self.default_prometheus().alerts():
+            labels = {str(k): str(v) for k, v in (a.get("labels") or {}).items()}
+            name, state = labels.get("alertname", "?"), str(a.get("state"))
+            if state not in states or name_filter not in name.lower() or not labels_match(matchers, labels):
+                continue
+            rows.append((name, state, str(a.get("activeAt") or ""), labels, a))
+        order = int(opts.get("sortOrder") or 1)
+        if order in (4, 5):  # time ascending / descending
+            rows.sort(key=lambda r: r[2], reverse=order == 5)
+        elif order == 3:  # importance: firing before pending, then by name
+            rows.sort(key=lambda r: (_SORT_STATE.get(r[1], 9), r[0]))
+        else:
+            rows.sort(key=lambda r: r[0], reverse=order == 2)
+        limit = int(opts.get("maxItems") or ALERT_LIST_MAX_ITEMS)
+        result.table = Table(
+            list(ALERT_LIST_COLUMNS),
+            [
+                [
+                    name,
+                    state,
+                    since,
+                    ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname"),
+                    str((a.get("annotations") or {}).get("summary") or ""),
+                ]
+                for name, state, since, labels, a in rows[:limit]
+            ],
+        )
 
     async def _alertmanager_config(self) -> dict[str, Any] | None:
         """The running config, to evaluate mute time intervals (Alertmanager 0.25 does not report them)."""
