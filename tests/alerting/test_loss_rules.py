@@ -22,7 +22,8 @@ from amtp_obs import project as proj
 from amtp_obs.alerting import FOLDER_LABEL, translate
 from amtp_obs.check.framework import find_tool
 from amtp_obs.collector import telemetry as otelcol
-from amtp_obs.tempo.metrics import DISCARDED_SPANS, TENANT
+from amtp_obs.tempo.generator import REASON_OUTSIDE_SLACK
+from amtp_obs.tempo.metrics import DISCARDED_SPANS, GENERATOR_SPANS_DISCARDED, TENANT
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP = "data-loss"
@@ -98,6 +99,13 @@ CASES = (
         for reason in ("rate_limited", "trace_too_large", "live_traces_exceeded")
     ]
     + [
+        Case(
+            "Span Metrics Missing Spans",
+            GENERATOR_SPANS_DISCARDED + "_total",
+            {**TEMPO, "reason": REASON_OUTSIDE_SLACK},
+            {**CLUSTER, "instance": TEMPO["instance"], "tenant": TENANT, "reason": REASON_OUTSIDE_SLACK},
+            severity="warning",
+        ),
         Case(
             "Prometheus Rule Evaluation Failing",
             "prometheus_rule_evaluation_failures_total",
@@ -206,4 +214,28 @@ def test_translated_loss_rules_and_annotations_pass_promtool_check(tmp_path: Pat
     res = subprocess.run(
         [tool, "check", "rules", "rules.yml"], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.skipif(find_tool("promtool") is None, reason="promtool not on PATH")
+def test_span_metrics_filtered_on_purpose_is_not_a_loss(tmp_path: Path) -> None:
+    """Tempo counts spans a span_metrics filter policy excludes under the same counter
+    (reason span_metrics_filtered, modules/generator/instance.go): configured, not lost."""
+    group = copy.deepcopy(loss_rules())
+    for r in group["rules"]:
+        r.pop("annotations", None)
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [group]}))
+    series = _series({**TEMPO, "reason": "span_metrics_filtered"}, GENERATOR_SPANS_DISCARDED + "_total")
+    test = {
+        "interval": "15s",
+        "input_series": [{"series": series, "values": "_x20 0+5x40"}],
+        "alert_rule_test": [
+            {"eval_time": t, "alertname": "Span Metrics Missing Spans", "exp_alerts": []} for t in ("6m", "9m")
+        ],
+    }
+    doc = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [test]}
+    (tmp_path / "t.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    tool = find_tool("promtool")
+    assert tool
+    res = subprocess.run([tool, "test", "rules", "t.yml"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -39,6 +39,7 @@ from amtp_obs.dashboard.engine import ALERT_LIST
 from amtp_obs.net import free_port
 from amtp_obs.stack.render import compose_command
 from amtp_obs.tempo import remote_write
+from amtp_obs.tempo.generator import REASON_OUTSIDE_SLACK
 from amtp_obs.tempo.metrics import REASON_TRACE_TOO_LARGE
 from amtp_obs.testing.poll import eventually
 from conftest import start
@@ -374,3 +375,20 @@ def test_scrape_limits_fire(procs: list[harness.Proc], tmp_path: Path) -> None:
     with running_prometheus(tmp_path / "prom", procs, collector_targets(cports), limits=limits) as prom:
         for limit in ("sample_limit", "label_limits"):
             prom.wait_firing("Prometheus Scrape Limit Hit", limit=limit, severity="critical")
+
+
+def test_span_metrics_discard_fires(procs: list[harness.Proc], tmp_path: Path) -> None:
+    """Spans that ended ten minutes ago (delivered late, as after a long outage) are stored but left
+    out of span metrics: outside metrics_ingestion_time_range_slack."""
+    tports, cports = harness.TempoPorts(), harness.CollectorPorts()
+    tdoc = harness.tempo_config(tmp_path / "tempo", tports, generator=True)
+    tdoc["metrics_generator"]["storage"]["remote_write"] = []  # the discard happens before any push
+    start(procs, harness.tempo_proc_from(tmp_path / "tempo", tports, tdoc))
+    start(procs, harness.collector_proc(tmp_path / "collector", cports, tports.otlp_target))
+    with running_prometheus(tmp_path / "prom", procs, {**collector_targets(cports), TEMPO_HTTP: tports.http}) as prom:
+        req, (trace_id,) = harness.build_request(31, 0, 3, 3, now_ns=time.time_ns() - 600 * 10**9)
+        with grpc.insecure_channel(cports.grpc_target) as ch:
+            assert harness.grpc_export_retrying(ch, req.SerializeToString(), time.monotonic() + 10).acked
+        prom.wait_firing("Span Metrics Missing Spans", reason=REASON_OUTSIDE_SLACK, severity="warning")
+        with httpx.Client(timeout=5) as client:
+            assert harness.wait_until(lambda: len(harness.stored_span_ids(client, tports.api, trace_id)) == 3, 10)

@@ -20,6 +20,8 @@ REASON_TRACE_TOO_LARGE = "trace_too_large"
 REASON_LIVE_TRACES_EXCEEDED = "live_traces_exceeded"
 REASON_INTERNAL_ERROR = "internal_error"
 REASON_UNKNOWN_ERROR = "unknown_error"
+GENERATOR_SPANS_DISCARDED = "tempo_metrics_generator_spans_discarded"
+"""Tempo 2.4.1 ``tempo_metrics_generator_spans_discarded_total{tenant, reason}`` (modules/generator/instance.go)."""
 PER_PUSH_REASONS = (REASON_LIVE_TRACES_EXCEEDED, REASON_TRACE_TOO_LARGE, REASON_UNKNOWN_ERROR)
 """Reasons Tempo's distributor records after every push to the ingesters, with 0 when nothing was
 discarded, so these series exist from the first push on."""
@@ -95,7 +97,7 @@ class TempoMetrics:
             registry=r,
         )
         self.generator_spans_discarded = Counter(
-            "tempo_metrics_generator_spans_discarded",
+            GENERATOR_SPANS_DISCARDED,
             "The total number of discarded spans received per tenant",
             ["tenant", "reason"],
             registry=r,
