@@ -236,3 +236,20 @@ def packaged() -> LoadedCatalog:
     if _PACKAGED is None:
         _PACKAGED = load()
     return _PACKAGED
+
+
+def call_cost_usd(
+    price: Price, *, prompt: int, completion: int, cache_read: int = 0, cache_creation: int = 0
+) -> float:
+    """USD of one call: the same split as the Prometheus rules (docs/cost.md).
+
+    ``prompt`` is all input (cached included), ``completion`` all output (reasoning included):
+    uncached input x input + cache reads x cache_read + cache creation x cache_write + output x output.
+    """
+    uncached = prompt - cache_read - cache_creation
+    return (
+        uncached * price.per_token("input")
+        + cache_read * price.per_token("cache_read")
+        + cache_creation * price.per_token("cache_write")
+        + completion * price.per_token("output")
+    )
