@@ -17,6 +17,7 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -27,6 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from amtp_obs import contract
+from amtp_obs.pricing import catalog
 from amtp_obs.sdk import llm_call, shutdown
 from amtp_obs.sdk.testing import configure_with
 
@@ -65,6 +67,12 @@ def raw_sdk() -> tuple[Callable[[], None], InMemorySpanExporter]:
         contract.GEN_AI_SYSTEM: PROVIDER,
     }
 
+    # Cost as a hand-written instrumentation would price it: per-token prices looked up once.
+    loaded = catalog.packaged()
+    price = loaded.catalog.price_at(PROVIDER, MODEL, datetime.now(UTC))
+    assert price is not None
+    usd_in, usd_out = price.per_token("input"), price.per_token("output")
+
     def call() -> None:
         with tracer.start_as_current_span(
             contract.SPAN_LLM_COMPLETION, kind=SpanKind.CLIENT, attributes=start_attrs
@@ -78,6 +86,8 @@ def raw_sdk() -> tuple[Callable[[], None], InMemorySpanExporter]:
                     contract.GEN_AI_USAGE_INPUT_TOKENS: p,
                     contract.GEN_AI_USAGE_OUTPUT_TOKENS: c,
                     contract.LLM_TOKENS_PROVENANCE: contract.PROVENANCE_REPORTED,
+                    contract.LLM_COST_USD: p * usd_in + c * usd_out,
+                    contract.LLM_COST_CATALOG: loaded.version,
                 }
             )
             # Inside the span, like ours: the counters get exemplars pointing at the trace.

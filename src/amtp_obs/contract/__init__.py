@@ -87,6 +87,13 @@ GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tok
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 
+# Cost (issue 10, docs/cost.md): set by the SDK from the price catalog shipped with the package when
+# the model is priced; absent (never 0) for a model the catalog does not price.
+LLM_COST_USD: Final = "llm.cost.usd"
+"""USD of this call at the catalog's price in force when it ended."""
+LLM_COST_CATALOG: Final = "llm.cost.catalog"
+"""Version of the catalog that priced it (``sha256:`` + 12 hex of the catalog file)."""
+
 # Where the token counts came from: the vendor's usage block, our estimate, or nowhere.
 LLM_TOKENS_PROVENANCE: Final = "llm.tokens.provenance"
 PROVENANCE_REPORTED: Final = "reported"

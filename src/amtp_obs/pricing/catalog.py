@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from amtp_obs import contract
 
 CATALOG_FILE: Final = "infra/observability/pricing/catalog.yaml"
 """The catalog in the checkout (the package's ``amtp_obs/pricing/catalog.yaml`` is the same file)."""
@@ -238,18 +241,95 @@ def packaged() -> LoadedCatalog:
     return _PACKAGED
 
 
-def call_cost_usd(
-    price: Price, *, prompt: int, completion: int, cache_read: int = 0, cache_creation: int = 0
-) -> float:
-    """USD of one call: the same split as the Prometheus rules (docs/cost.md).
+class UsageLike(Protocol):
+    """What the SDK's ``Usage`` offers (a protocol, so pricing does not import the SDK)."""
 
-    ``prompt`` is all input (cached included), ``completion`` all output (reasoning included):
-    uncached input x input + cache reads x cache_read + cache creation x cache_write + output x output.
-    """
-    uncached = prompt - cache_read - cache_creation
-    return (
-        uncached * price.per_token("input")
-        + cache_read * price.per_token("cache_read")
-        + cache_creation * price.per_token("cache_write")
-        + completion * price.per_token("output")
-    )
+    @property
+    def prompt_tokens(self) -> int | None: ...
+    @property
+    def completion_tokens(self) -> int | None: ...
+    @property
+    def cache_read_tokens(self) -> int | None: ...
+    @property
+    def cache_creation_tokens(self) -> int | None: ...
+
+
+Schedule = tuple[tuple[float, tuple[float, float, float, float]], ...]
+"""(start unix seconds, USD per token for input, cache_read, cache_write, output), ascending."""
+
+
+class Pricer:
+    """Prices calls from one catalog. Per (provider, model) the dated per-token prices are worked
+    out once, so pricing a call is a dict lookup and four multiplications (the SDK's hot path)."""
+
+    def __init__(self, loaded: LoadedCatalog) -> None:
+        self.version = loaded.version
+        self._catalog = loaded.catalog
+        self._schedules: dict[tuple[str, str], Schedule] = {}
+
+    def _schedule(self, provider: str, model: str) -> Schedule:
+        entry = self._catalog.entry(provider, model)
+        if entry is None:
+            return ()
+        return tuple((p.starts, tuple(p.per_token(c) for c in PRICE_CLASSES)) for p in entry.prices)  # type: ignore[misc]
+
+    def cost_usd(
+        self,
+        provider: str,
+        model: str,
+        *,
+        prompt: int,
+        completion: int,
+        cache_read: int = 0,
+        cache_creation: int = 0,
+        when: float,
+    ) -> float | None:
+        """USD of one call ending at unix time ``when``; None when no price is in force (never 0)."""
+        key = (provider, model)
+        schedule = self._schedules.get(key)
+        if schedule is None:
+            if len(self._schedules) > 4096:  # model names from callers: bound the memo
+                self._schedules.clear()
+            schedule = self._schedules[key] = self._schedule(provider, model)
+        current = None
+        for start, prices in schedule:
+            if start > when:
+                break
+            current = prices
+        if current is None:
+            return None
+        p_in, p_read, p_write, p_out = current
+        uncached = prompt - cache_read - cache_creation
+        return uncached * p_in + cache_read * p_read + cache_creation * p_write + completion * p_out
+
+
+    def span_attributes(self, provider: str, model: str, usage: UsageLike) -> dict[str, float | str]:
+        """The SDK's cost hook: ``llm.cost.usd`` and ``llm.cost.catalog`` now, or nothing when unpriced."""
+        if usage.prompt_tokens is None or usage.completion_tokens is None:
+            return {}
+        cost = self.cost_usd(
+            provider,
+            model,
+            prompt=usage.prompt_tokens,
+            completion=usage.completion_tokens,
+            cache_read=usage.cache_read_tokens or 0,
+            cache_creation=usage.cache_creation_tokens or 0,
+            when=time.time(),
+        )
+        if cost is None:
+            return {}
+        return {contract.LLM_COST_USD: cost, contract.LLM_COST_CATALOG: self.version}
+
+
+_PRICER: list[Pricer | None] = []
+
+
+def packaged_pricer() -> Pricer | None:
+    """The pricer of the package catalog, built on first use; None (no cost attributes) if the
+    packaged catalog cannot be read, which ``amtp-obs check`` and the tests rule out in a release."""
+    if not _PRICER:
+        try:
+            _PRICER.append(Pricer(packaged()))
+        except (OSError, CatalogError):
+            _PRICER.append(None)
+    return _PRICER[0]

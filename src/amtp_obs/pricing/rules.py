@@ -56,9 +56,6 @@ MODEL: Final = normalize_label(contract.LLM_MODEL)
 BY: Final = (CLUSTER, SERVICE, PROVIDER, MODEL)
 """Labels of the accounting increments, kept by every cost series."""
 CLASS: Final = "token_class"
-CACHE_READ: Final = "cache_read_tokens"
-CACHE_CREATION: Final = "cache_creation_tokens"
-"""Counter instruments of the cache classes (issue 9's contract names)."""
 
 PRICE: Final = "llm:price_usd_per_token"
 BILLABLE: Final = "llm:billable_tokens:increment"
@@ -129,6 +126,13 @@ def price_rules(catalog: Catalog) -> list[dict[str, Any]]:
     return rules
 
 
+def keeping(labels: Sequence[str], expr: str) -> str:
+    """``sum by (labels) (expr)``: a no-op on unique label sets that states the labels a series keeps
+    (the series model of ``amtp-obs check`` reads them from the outer ``by``)."""
+    body = "\n".join(f"  {line}" for line in expr.splitlines())
+    return f"sum by ({_by(labels)}) (\n{body}\n)"
+
+
 def _or_zero(series: str, base: str) -> str:
     """``series`` where it exists, else 0 for every label set of ``base`` (a class a vendor never reported)."""
     return f"(\n    {series}\n  or\n    {base} * 0\n)"
@@ -137,9 +141,9 @@ def _or_zero(series: str, base: str) -> str:
 def billable_rules() -> list[dict[str, Any]]:
     prompt = previous_step(increment(contract.PROMPT_TOKENS.instrument))
     completion = previous_step(increment(contract.COMPLETION_TOKENS.instrument))
-    cache_read = previous_step(increment(CACHE_READ))
-    cache_creation = previous_step(increment(CACHE_CREATION))
-    uncached = f"{prompt}\n- {_or_zero(cache_read, prompt)}\n- {_or_zero(cache_creation, prompt)}"
+    cache_read = previous_step(increment(contract.CACHE_READ_TOKENS.instrument))
+    cache_creation = previous_step(increment(contract.CACHE_CREATION_TOKENS.instrument))
+    uncached = keeping(BY, f"{prompt}\n- {_or_zero(cache_read, prompt)}\n- {_or_zero(cache_creation, prompt)}")
     exprs = {"input": uncached, "cache_read": cache_read, "cache_write": cache_creation, "output": completion}
     return [{"record": BILLABLE, "expr": exprs[c], "labels": {CLASS: c}} for c in PRICE_CLASSES]
 
@@ -166,7 +170,7 @@ def month_to_date_rules() -> list[dict[str, Any]]:
     last = f"last_over_time({MONTH_TO_DATE}[1h])"
     same_month = f"(last_over_time({MONTH_INDEX}[1h]) == on () {current_month})"
     prev = f"(\n    {last}\n    and on () {same_month}\n  or\n    {last} * 0\n)"
-    expr = f"(\n  {inc}\n  + on ({_by(svc)})\n  {prev}\n)\nor {inc}\nor {prev}"
+    expr = keeping(svc, f"(\n  {inc}\n  + on ({_by(svc)})\n  {prev}\n)\nor {inc}\nor {prev}")
     return [
         {"record": MONTH_TO_DATE, "expr": expr},
         {"record": MONTH_INDEX, "expr": current_month},
@@ -178,7 +182,8 @@ def budget_rules(budgets: Budgets) -> list[dict[str, Any]]:
         {"record": BUDGET, "expr": f"vector({_num(b)})", "labels": {SERVICE: svc}}
         for svc, b in sorted(budgets.services.items())
     ]
-    rules.append({"record": BUDGET_USED, "expr": f"{MONTH_TO_DATE}\n/ on ({SERVICE}) group_left ()\n{BUDGET}"})
+    used = keeping((CLUSTER, SERVICE), f"{MONTH_TO_DATE}\n/ on ({SERVICE}) group_left ()\n{BUDGET}")
+    rules.append({"record": BUDGET_USED, "expr": used})
     return rules
 
 
@@ -186,7 +191,7 @@ def burn_rate_expr(window: str) -> str:
     """Spend over ``window`` / the budget's share of it (budget x window / 30d): 1 = on track."""
     share = parse_duration(window) / parse_duration(BUDGET_PERIOD)
     spend = f"sum by ({CLUSTER}, {SERVICE}) (sum_over_time({COST}[{window}]))"
-    return f"{spend}\n/ on ({SERVICE}) group_left ()\n({BUDGET} * {_num(share)})"
+    return keeping((CLUSTER, SERVICE), f"{spend}\n/ on ({SERVICE}) group_left ()\n({BUDGET} * {_num(share)})")
 
 
 def rule_groups(catalog: Catalog, budgets: Budgets) -> list[dict[str, Any]]:

@@ -84,6 +84,14 @@ returns is added to the ``llm.completion`` span. None (the default) costs nothin
 """
 
 
+def _catalog_cost_hook() -> CostHook | None:
+    """The price catalog shipped with the package (amtp_obs.pricing, docs/cost.md), loaded once per process."""
+    from amtp_obs.pricing.catalog import packaged_pricer
+
+    pricer = packaged_pricer()
+    return pricer.span_attributes if pricer is not None else None
+
+
 @dataclass
 class Telemetry:
     """The tracer, meter and the contract's token counters every LLMCall records through (internal)."""
@@ -163,6 +171,7 @@ class Telemetry:
             meter_provider=mp,
             owns_tracer_provider=owns_tracer_provider,
             owns_meter_provider=owns_meter_provider,
+            cost=_catalog_cost_hook(),
         )
 
     def shutdown(self) -> None:
