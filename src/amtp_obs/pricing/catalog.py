@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -101,7 +101,7 @@ class Price(BaseModel):
     @property
     def starts(self) -> float:
         """Unix seconds of ``effective_from`` 00:00 UTC."""
-        return datetime.combine(self.effective_from, time(0), tzinfo=UTC).timestamp()
+        return datetime.combine(self.effective_from, datetime.min.time(), tzinfo=UTC).timestamp()
 
 
 class ModelEntry(BaseModel):
@@ -301,7 +301,6 @@ class Pricer:
         p_in, p_read, p_write, p_out = current
         uncached = prompt - cache_read - cache_creation
         return uncached * p_in + cache_read * p_read + cache_creation * p_write + completion * p_out
-
 
     def span_attributes(self, provider: str, model: str, usage: UsageLike) -> dict[str, float | str]:
         """The SDK's cost hook: ``llm.cost.usd`` and ``llm.cost.catalog`` now, or nothing when unpriced."""
