@@ -391,3 +391,23 @@ def test_new_counters_start_at_zero_histograms_do_not(tmp_path: Path) -> None:
     assert [s.value for s in first[contract.SPANMETRICS_LATENCY_COUNT]] == [1.0]
     later = _series(gen, now + 15_000)
     assert [(s.value, s.timestamp_ms) for s in later[contract.SPANMETRICS_CALLS]] == [(1.0, now + 15_000)]
+
+
+def test_time_parameters_as_each_api_reads_them(exporter: Exporter, http: httpx.Client) -> None:
+    """pkg/api/http.go (v2.4.1): search refuses a start without an end (end reads as 0, "start must be
+    before end"); trace by id only orders a full window and answers from the ingesters whatever it
+    says (ValidateAndSanitizeRequest); pkg/api/search_tags.go parses the tag APIs' start/end without
+    comparing them."""
+    tid = new_id(16)
+    assert exporter.export(request("timing", [span(tid, "op")]))[0] == grpc.StatusCode.OK
+    alone = http.get("/api/search", params={"q": "{}", "start": "1700000000"})
+    assert alone.status_code == 400 and "received start=1700000000 end=0" in alone.text
+    assert http.get("/api/search", params={"q": "{}", "end": "1700000000"}).status_code == 200
+    window = {"start": "1600000000", "end": "1600000100"}
+    assert http.get(f"/api/traces/{tid.hex()}", params=window).status_code == 200
+    assert http.get(f"/api/traces/{tid.hex()}", params={"start": "1900000000"}).status_code == 200
+    for path in ("/api/search/tags", "/api/v2/search/tags", "/api/search/tag/service.name/values"):
+        assert http.get(path, params={"start": "20"}).status_code == 200, path
+        assert http.get(path, params={"start": "20", "end": "10"}).status_code == 200, path
+        assert http.get(path, params={"start": "soon"}).status_code == 400, path
+

@@ -106,6 +106,11 @@ def time_range(params: Any) -> tuple[int | None, int | None]:
     return start, end
 
 
+def tag_time_range(params: Any) -> tuple[int | None, int | None]:
+    """pkg/api/search_tags.go (v2.4.1): the tag APIs parse start and end but never compare them."""
+    return _int_param(params, "start"), _int_param(params, "end")
+
+
 def trace_time_range(params: Any) -> tuple[int | None, int | None]:
     """pkg/api/http.go ValidateAndSanitizeRequest: by-id takes start or end alone; both must be ordered."""
     start, end = _int_param(params, "start"), _int_param(params, "end")
@@ -360,7 +365,7 @@ def _values_or_empty(key: str, values: list[Any]) -> dict[str, Any]:
 
 
 def tag_names_v1(store: TraceStore, params: Any) -> dict[str, Any]:
-    time_range(params)
+    tag_time_range(params)
     scope = _scope_param(params)
     if scope == "intrinsic":
         return {"tagNames": INTRINSIC_TAGS}
@@ -372,7 +377,7 @@ def tag_names_v1(store: TraceStore, params: Any) -> dict[str, Any]:
 
 
 def tag_names_v2(store: TraceStore, params: Any) -> dict[str, Any]:
-    time_range(params)
+    tag_time_range(params)
     scope = _scope_param(params)
     scopes = []
     for sc in TAG_SCOPES:
@@ -398,7 +403,7 @@ def _v1_text(typ: str, value: str) -> str:
 
 def tag_values_v1(store: TraceStore, name: str, params: Any) -> dict[str, Any]:
     """Every type's values as text (v1 wraps v2 and prints each value: block_search_tags.go SearchTagValues)."""
-    time_range(params)
+    tag_time_range(params)
     if name in _V1_INTRINSIC:
         attr = traceql.Attr("intrinsic", _V1_INTRINSIC[name])
     else:
@@ -486,7 +491,7 @@ def _filtered_values(store: TraceStore, attr: traceql.Attr, query: traceql.Query
 
 def tag_values_v2(store: TraceStore, name: str, params: Any) -> dict[str, Any]:
     """``q`` narrows the values to spans matching its conditions (autocomplete_filtering_enabled, on by default)."""
-    time_range(params)
+    tag_time_range(params)
     try:
         attr = traceql._Parser(name).operand()
     except traceql.TraceQLError:
