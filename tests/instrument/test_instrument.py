@@ -83,14 +83,17 @@ def test_instrument_one_provider_only(recorded: Recorded, anthropic_sync: anthro
 
 
 # ------------------------------------------------------------------------- include_usage
-def test_include_usage_is_injected_and_usage_chunk_passed_through(
+def test_include_usage_is_injected_and_its_chunk_hidden(
     instrumented: Recorded, server: FakeLLMServer, openai_sync: openai.OpenAI
 ) -> None:
     server.clear()
-    chunks = list(_ask_openai(openai_sync, stream=True, extra_headers={HEADER_CHUNKS: "2"}))
+    kwargs: dict[str, Any] = {"stream": True, "extra_headers": {HEADER_CHUNKS: "2"}}
+    chunks = list(_ask_openai(openai_sync, **kwargs))
+    assert kwargs == {"stream": True, "extra_headers": {HEADER_CHUNKS: "2"}}  # the caller's request untouched
     body = server.requests_to("/v1/chat/completions")[-1].body
-    assert body["stream_options"] == {"include_usage": True}
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 2
+    assert body["stream_options"] == {"include_usage": True}  # what went over the wire
+    assert all(c.choices for c in chunks)  # the usage-only chunk was read, not handed out
+    assert all(c.usage is None and "usage" not in c.to_dict() for c in chunks)
     span = instrumented.one_span()
     assert span.attributes[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_REPORTED  # type: ignore[index]
     assert span.attributes[contract.LLM_TOKENS_COMPLETION] == 2  # type: ignore[index]
@@ -172,13 +175,15 @@ async def test_cancelled_async_stream_ends_span_once(
 
 
 # ------------------------------------------------------------------------- vendor helpers
-def test_openai_stream_helper_is_traced_through_create(instrumented: Recorded, openai_sync: openai.OpenAI) -> None:
+def test_openai_stream_helper_is_traced_through_create(
+    instrumented: Recorded, server: FakeLLMServer, openai_sync: openai.OpenAI
+) -> None:
     with openai_sync.chat.completions.stream(model="gpt-fake-1", messages=MESSAGES) as stream:  # type: ignore[arg-type]
         final = stream.get_final_completion()
-    assert final.usage is not None
+    assert final.usage is None  # as without instrumentation: the caller did not ask for usage
     attrs = instrumented.one_span().attributes or {}
-    assert attrs[contract.LLM_TOKENS_PROMPT] == final.usage.prompt_tokens
-    assert attrs[contract.LLM_TOKENS_COMPLETION] == final.usage.completion_tokens
+    assert attrs[contract.LLM_TOKENS_PROMPT] == len(MESSAGES[0]["content"].split())  # the fake counts words
+    assert attrs[contract.LLM_TOKENS_COMPLETION] == server.chunks
 
 
 def test_openai_stream_helper_closed_early_ends_span_at_exit(
@@ -201,9 +206,9 @@ async def test_openai_async_stream_helper(instrumented: Recorded, server: FakeLL
         client.chat.completions.stream(model="gpt-fake-1", messages=MESSAGES) as stream,  # type: ignore[arg-type]
     ):
         final = await stream.get_final_completion()
-    assert final.usage is not None
+    assert final.usage is None  # as without instrumentation
     attrs = instrumented.one_span().attributes or {}
-    assert attrs[contract.LLM_TOKENS_TOTAL] == final.usage.total_tokens
+    assert attrs[contract.LLM_TOKENS_TOTAL] == len(MESSAGES[0]["content"].split()) + server.chunks
 
 
 def test_openai_parse_is_traced(instrumented: Recorded, openai_sync: openai.OpenAI) -> None:

@@ -62,6 +62,11 @@ def test_the_corpus_covers_both_vendors_plain_and_stream_with_and_without_detail
     assert shapes == {(v, s, d) for v in ("openai", "anthropic") for s in (True, False) for d in (True, False)}
 
 
+def _stream_kwargs(stream: bool) -> dict[str, Any]:
+    """The recordings were made asking for the usage chunk, as a caller who wants usage does."""
+    return {"stream": True, "stream_options": {"include_usage": True}} if stream else {"stream": False}
+
+
 def _replay(server: FakeLLMServer, name: str) -> tuple[dict[str, Any], dict[str, str]]:
     data = _load(name)
     server.register(name, Recording.from_dict(data))
@@ -90,9 +95,9 @@ def test_openai_sync(instrumented: Recorded, server: FakeLLMServer, openai_sync:
     stream = "events" in data
     reply = openai_sync.chat.completions.create(
         model="o4-mini",
-        messages=MESSAGES,
-        stream=stream,
-        extra_headers=headers,  # type: ignore[arg-type]
+        messages=MESSAGES,  # type: ignore[arg-type]
+        extra_headers=headers,
+        **_stream_kwargs(stream),
     )
     if stream:
         chunks = list(reply)
@@ -107,7 +112,7 @@ async def test_openai_async(instrumented: Recorded, server: FakeLLMServer, opena
     data, headers = _replay(server, name)
     stream = "events" in data
     reply = await openai_async.chat.completions.create(
-        model="o4-mini", messages=MESSAGES, stream=stream, extra_headers=headers
+        model="o4-mini", messages=MESSAGES, extra_headers=headers, **_stream_kwargs(stream)
     )
     if stream:
         chunks = [c async for c in reply]
@@ -170,7 +175,7 @@ async def test_openai_async_stream_helper(
 ) -> None:
     data, headers = _replay(server, name)
     async with openai_async.chat.completions.stream(
-        model="o4-mini", messages=MESSAGES, extra_headers=headers
+        model="o4-mini", messages=MESSAGES, extra_headers=headers, stream_options={"include_usage": True}
     ) as stream:
         final = await stream.get_final_completion()
     assert final.usage.total_tokens == data["expect"][contract.LLM_TOKENS_TOTAL]

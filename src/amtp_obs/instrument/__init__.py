@@ -17,8 +17,10 @@ def instrument(*, openai: bool = True, anthropic: bool = True, include_usage: bo
     """Patch the installed clients (a client that is not installed is skipped). Idempotent.
 
     ``include_usage``: for OpenAI streams without ``stream_options``, ask the API for the final
-    usage chunk (which the caller then also receives: ``choices == []``, ``usage`` set). A later
-    call updates this setting; it never removes a patch (use :func:`uninstrument`).
+    usage chunk, read the token counts from it and hide it (and the ``usage: null`` it adds to the
+    other chunks) from the caller, who sees the chunks it would see uninstrumented. False: send the
+    request as written; such streams then record provenance ``unavailable``. A later call updates
+    this setting; it never removes a patch (use :func:`uninstrument`).
     """
     _core.OPTIONS.include_usage = include_usage
     targets: list[_core.Target] = []

@@ -30,6 +30,7 @@ class Options:
     """Settings the installed wrappers read on every call (so instrument() can update them)."""
 
     include_usage: bool = True
+    """OpenAI streams: ask for the usage chunk (hidden from the caller) when the caller did not."""
 
 
 OPTIONS = Options()
@@ -52,7 +53,13 @@ class Adapter(Protocol):
         """None when the call is not one we understand (it then runs uninstrumented)."""
         ...
 
-    def prepare(self, kwargs: dict[str, Any], info: RequestInfo) -> dict[str, Any]: ...
+    def prepare(self, kwargs: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
+        """The request to send: ``kwargs`` itself, or a new dict when telemetry needs more (never mutated)."""
+        ...
+
+    def conceal(self, item: Any) -> bool:
+        """For a stream whose request prepare() changed: undo on ``item`` what the change added; True drops it."""
+        ...
 
     def apply_response(self, call: LLMCall, result: Any) -> None: ...
 
@@ -97,14 +104,18 @@ def _open(adapter: Adapter, kwargs: dict[str, Any]) -> tuple[LLMCall, dict[str, 
         return call, kwargs
 
 
-def _settle(call: LLMCall, adapter: Adapter, result: Any, *, is_async: bool) -> Any:
-    """Hand back the vendor's result; a stream is proxied and ends the span later, anything else now."""
+def _settle(call: LLMCall, adapter: Adapter, result: Any, *, is_async: bool, changed: bool = False) -> Any:
+    """Hand back the vendor's result; a stream is proxied and ends the span later, anything else now.
+
+    ``changed``: prepare() altered the request, so the stream hides what that added (adapter.conceal).
+    """
     try:
         sync_cls, async_cls = adapter.stream_types()
+        conceal = adapter.conceal if changed else None
         if is_async and isinstance(result, async_cls):
-            return AsyncStreamProxy(result, StreamTracker(call, adapter.accumulator()))
+            return AsyncStreamProxy(result, StreamTracker(call, adapter.accumulator(), conceal))
         if not is_async and isinstance(result, sync_cls):
-            return SyncStreamProxy(result, StreamTracker(call, adapter.accumulator()))
+            return SyncStreamProxy(result, StreamTracker(call, adapter.accumulator(), conceal))
     except Exception:  # pragma: no cover - a bug of ours: the caller still gets the vendor's result
         log.exception("amtp_obs.instrument: could not wrap the stream")
         safely(call.end)
@@ -135,14 +146,14 @@ def wrap_call(original: Callable[..., Any], adapter: Adapter, *, is_async: bool)
                 opened = None
             if opened is None:
                 return await original(self, *args, **kwargs)
-            call, kwargs = opened
+            call, sent = opened
             try:
                 with current(call):
-                    result = await original(self, *args, **kwargs)
+                    result = await original(self, *args, **sent)
             except BaseException as exc:
                 safely(call.end, exc=exc)
                 raise
-            return _settle(call, adapter, result, is_async=True)
+            return _settle(call, adapter, result, is_async=True, changed=sent is not kwargs)
 
         async_wrapper.__amtp_obs_original__ = original  # type: ignore[attr-defined]
         return async_wrapper
@@ -156,14 +167,14 @@ def wrap_call(original: Callable[..., Any], adapter: Adapter, *, is_async: bool)
             opened = None
         if opened is None:
             return original(self, *args, **kwargs)
-        call, kwargs = opened
+        call, sent = opened
         try:
             with current(call):
-                result = original(self, *args, **kwargs)
+                result = original(self, *args, **sent)
         except BaseException as exc:
             safely(call.end, exc=exc)
             raise
-        return _settle(call, adapter, result, is_async=False)
+        return _settle(call, adapter, result, is_async=False, changed=sent is not kwargs)
 
     wrapper.__amtp_obs_original__ = original  # type: ignore[attr-defined]
     return wrapper

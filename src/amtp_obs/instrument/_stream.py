@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -35,22 +36,36 @@ class Accumulator(Protocol):
 
 
 class StreamTracker:
-    """Owns one LLMCall for the life of a stream; ``finish`` is idempotent and thread-safe."""
+    """Owns one LLMCall for the life of a stream; ``finish`` is idempotent and thread-safe.
 
-    def __init__(self, call: LLMCall, accumulator: Accumulator) -> None:
+    ``conceal`` (when the instrumentation changed the request): called on each item after it was
+    read; it undoes on the item what the change added and returns True for an item the caller would
+    not have received at all, which the proxy then skips.
+    """
+
+    def __init__(self, call: LLMCall, accumulator: Accumulator, conceal: Callable[[Any], bool] | None = None) -> None:
         self.call = call
         self.accumulator = accumulator
+        self.conceal = conceal
         self.items = 0
         self.finished = False
         self._lock = threading.Lock()
 
-    def item(self, item: Any) -> None:
-        if self.finished:
-            return
-        self.items += 1
-        if self.items == 1:
-            safely(self.call.set_first_chunk)
-        safely(self.accumulator.add, item)
+    def item(self, item: Any) -> bool:
+        """Read one item; True when the caller must not see it."""
+        if not self.finished:
+            self.items += 1
+            if self.items == 1:
+                safely(self.call.set_first_chunk)
+            safely(self.accumulator.add, item)
+        conceal = self.conceal
+        if conceal is None:
+            return False
+        try:
+            return conceal(item)
+        except Exception:  # pragma: no cover - a bug of ours: show the item rather than lose it
+            log.exception("amtp_obs.instrument: could not conceal a stream item")
+            return False
 
     def finish(self, exc: BaseException | None = None) -> None:
         with self._lock:
@@ -85,16 +100,18 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         return self
 
     def __next__(self) -> Any:
-        try:
-            item = self.__wrapped__.__next__()
-        except StopIteration:
-            self._self_tracker.finish()
-            raise
-        except BaseException as exc:
-            self._self_tracker.finish(exc)
-            raise
-        self._self_tracker.item(item)
-        return item
+        tracker = self._self_tracker
+        while True:
+            try:
+                item = self.__wrapped__.__next__()
+            except StopIteration:
+                tracker.finish()
+                raise
+            except BaseException as exc:
+                tracker.finish(exc)
+                raise
+            if not tracker.item(item):
+                return item
 
     def close(self) -> None:
         try:
@@ -142,16 +159,18 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         return self
 
     async def __anext__(self) -> Any:
-        try:
-            item = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            self._self_tracker.finish()
-            raise
-        except BaseException as exc:  # CancelledError is a BaseException: it ends the span too
-            self._self_tracker.finish(exc)
-            raise
-        self._self_tracker.item(item)
-        return item
+        tracker = self._self_tracker
+        while True:
+            try:
+                item = await self.__wrapped__.__anext__()
+            except StopAsyncIteration:
+                tracker.finish()
+                raise
+            except BaseException as exc:  # CancelledError is a BaseException: it ends the span too
+                tracker.finish(exc)
+                raise
+            if not tracker.item(item):
+                return item
 
     async def close(self) -> None:
         try:

@@ -133,7 +133,10 @@ class AnthropicAdapter:
         )
 
     def prepare(self, kwargs: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
-        return kwargs
+        return kwargs  # Anthropic streams always report usage: the request is sent as written
+
+    def conceal(self, event: Any) -> bool:
+        return False
 
     def apply_response(self, call: LLMCall, result: Any) -> None:
         usage = getattr(result, "usage", None)

@@ -4,9 +4,12 @@
 ``close()`` only closes the HTTP response, so that ``close`` is wrapped too, to end the span then.
 
 Streams report usage only when asked (``stream_options={"include_usage": True}``): with
-``instrument(include_usage=True)`` we add that option when the caller set no ``stream_options`` at
-all, and the extra final chunk the API then sends (``choices == []``, ``usage`` set) is passed
-through to the caller unchanged.
+``instrument(include_usage=True)`` (the default) we add that option to the request we send when the
+caller set no ``stream_options`` at all, and hide its effects from the caller: the extra final chunk
+(``choices == []``, ``usage`` set) is read for the token counts and not handed out, and the
+``usage: null`` the API then adds to every other chunk is removed from the chunk's set fields, so
+the caller's chunks are what they would have been (``to_dict()``, ``model_dump(exclude_unset=True)``
+included). The caller's own ``stream_options`` are never changed, and then nothing is hidden.
 """
 
 from __future__ import annotations
@@ -133,6 +136,15 @@ class OpenAIAdapter:
         if isinstance(extra_body, dict) and STREAM_OPTIONS in extra_body:
             return kwargs
         return {**kwargs, STREAM_OPTIONS: {INCLUDE_USAGE: True}}
+
+    def conceal(self, chunk: Any) -> bool:
+        """Undo ``include_usage`` on a chunk: drop the usage-only chunk, unset the added ``usage: null``."""
+        if getattr(chunk, "usage", None) is not None:
+            return not getattr(chunk, "choices", None)
+        fields_set = getattr(chunk, "__pydantic_fields_set__", None)
+        if isinstance(fields_set, set):
+            fields_set.discard("usage")
+        return False
 
     def apply_response(self, call: LLMCall, result: Any) -> None:
         choices = getattr(result, "choices", None)
