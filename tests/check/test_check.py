@@ -94,10 +94,11 @@ def test_broken_copy_exits_1_via_cli(stack_copy: Path, edit: Callable[[str, str,
 
 
 def test_panel_querying_unknown_metric(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
-    edit(DASHBOARD, "sum(llm_prompt_tokens_total{", "sum(llm_prompt_token_total{")
+    edit(DASHBOARD, "sum_over_time(llm:total_tokens:increment{", "sum_over_time(llm:total_token:increment{")
     found = errors(stack_copy, "dashboard-metrics")
     assert any(
-        DASHBOARD in e and 'panel "Total Tokens"' in e and "llm_prompt_token_total, which nothing" in e for e in found
+        DASHBOARD in e and 'panel "Total Tokens"' in e and "llm:total_token:increment, which nothing" in e
+        for e in found
     ), found
 
 
@@ -146,14 +147,17 @@ def test_relabel_rule_removed_breaks_total_tokens(stack_copy: Path) -> None:
     for job in doc["scrape_configs"]:
         job.pop("metric_relabel_configs", None)
     path.write_text(yaml.safe_dump(doc))
-    found = errors(stack_copy, "dashboard-metrics")
-    assert any("llm_total_tokens_total, which nothing" in e and "llm_tokens_total" in e for e in found), found
+    found = errors(stack_copy, "rule-metrics")
+    assert any(
+        "llm_total_tokens_total, which nothing" in e and "llm_tokens_total" in e and "accounting.rules.yml" in e
+        for e in found
+    ), found
 
 
 def test_label_that_does_not_exist(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
-    edit(DASHBOARD, "sum(llm_prompt_tokens_total{service_name=~", "sum(llm_prompt_tokens_total{service=~")
+    edit(DASHBOARD, "(llm:prompt_tokens:increment{service_name=~", "(llm:prompt_tokens:increment{service=~")
     found = errors(stack_copy, "dashboard-metrics")
-    assert any("label 'service' does not exist on llm_prompt_tokens_total" in e for e in found), found
+    assert any("label 'service' does not exist on llm:prompt_tokens:increment" in e for e in found), found
 
 
 @needs_promtool
@@ -166,7 +170,7 @@ def test_query_that_selects_nothing(stack_copy: Path, edit: Callable[[str, str, 
 
 @needs_promtool
 def test_unparsable_promql(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
-    edit(DASHBOARD, "sum(llm_completion_tokens_total{", "sum(llm_completion_tokens_total{{")
+    edit(DASHBOARD, "(llm:completion_tokens:increment{", "(llm:completion_tokens:increment{{")
     found = errors(stack_copy, "dashboard-metrics")
     assert any("PromQL does not parse" in e for e in found), found
 
@@ -174,8 +178,8 @@ def test_unparsable_promql(stack_copy: Path, edit: Callable[[str, str, str], Non
 def test_undefined_dashboard_variable(stack_copy: Path, edit: Callable[[str, str, str], None]) -> None:
     edit(
         DASHBOARD,
-        'llm_prompt_tokens_total{service_name=~\\"$service_name\\"}',
-        'llm_prompt_tokens_total{service_name=~\\"$svc\\"}',
+        'llm:prompt_tokens:increment{service_name=~\\"$service_name\\"}',
+        'llm:prompt_tokens:increment{service_name=~\\"$svc\\"}',
     )
     found = errors(stack_copy, "dashboard-metrics")
     assert any("defines no variable 'svc'" in e for e in found), found

@@ -35,6 +35,7 @@ from amtp_obs.durations import parse_duration
 from amtp_obs.project import ProjectError, variables_in
 
 PROM = proj.PROMETHEUS_CONFIG.as_posix()
+PROM_DIR = proj.PROMETHEUS_CONFIG.parent.as_posix()
 COLLECTOR = proj.COLLECTOR_CONFIG.as_posix()
 TEMPO = proj.TEMPO_CONFIG.as_posix()
 ALERTING = proj.ALERTING_FILE.as_posix()
@@ -126,10 +127,28 @@ def datasources(ctx: Context) -> dict[str, tuple[str, str, int | None]]:
     return out
 
 
+def rule_files(ctx: Context) -> list[Path]:
+    """The recording/alerting rule files prometheus.yml loads, found through the compose mounts."""
+    from amtp_obs.stack.render import PathMapper
+
+    if "rule_files" not in ctx.cache:
+        mapper = PathMapper.for_service(ctx.compose, ctx.root, ctx.scratch, proj.SERVICE_PROMETHEUS)
+        found: list[Path] = []
+        for pattern in ctx.mapping(PROM).get("rule_files") or []:
+            host = mapper.map(str(pattern)) if str(pattern).startswith("/") else ctx.root / PROM_DIR / str(pattern)
+            found.extend(sorted(host.parent.glob(host.name)))
+        ctx.cache["rule_files"] = found
+    return ctx.cache["rule_files"]
+
+
 def model(ctx: Context) -> series.SeriesModel:
     if "model" not in ctx.cache:
+        docs = []
+        for path in rule_files(ctx):
+            rel = path.relative_to(ctx.root).as_posix() if path.is_relative_to(ctx.root) else str(path)
+            docs.append((rel, ctx.mapping(rel) if path.is_relative_to(ctx.root) else {}))
         ctx.cache["model"] = series.build_model(
-            ctx.mapping(PROM), ctx.mapping(COLLECTOR), ctx.mapping(TEMPO), ctx.compose
+            ctx.mapping(PROM), ctx.mapping(COLLECTOR), ctx.mapping(TEMPO), ctx.compose, docs
         )
     return ctx.cache["model"]
 
@@ -276,6 +295,26 @@ def dashboard_metrics(ctx: Context) -> Iterator[Finding]:
         yield error(message, file, _line_in(ctx, file, needle))
 
 
+@check("rule-metrics", "every metric and label a recording rule reads exists in the pipeline")
+def rule_metrics(ctx: Context) -> Iterator[Finding]:
+    m = model(ctx)
+    for path in rule_files(ctx):
+        rel = path.relative_to(ctx.root).as_posix()
+        for group in ctx.mapping(rel).get("groups") or []:
+            for rule in group.get("rules") or []:
+                if not isinstance(rule, dict) or not rule.get("record"):
+                    continue
+                where = f"recording rule {rule['record']}"
+                line = _line_in(ctx, rel, f"record: {rule['record']}")
+                try:
+                    selectors = promql.parse_selectors(str(rule.get("expr", "")))
+                except promql.QueryError as exc:
+                    yield error(f"{where}: {exc}", rel, line)
+                    continue
+                for sel in selectors:
+                    yield from _selector_findings(m, sel, where, rel, line)
+
+
 @check("contract-names", "the contract's documented Prometheus names are what the pipeline stores")
 def contract_names(ctx: Context) -> Iterator[Finding]:
     col = ctx.yaml(COLLECTOR)
@@ -312,6 +351,8 @@ def _input_series(m: series.SeriesModel, q: promql.Query) -> list[dict[str, str]
         eq_by_name.setdefault(sel.name, {}).update(sel.equalities())
     out = []
     for s in m.series:
+        if s.recorded:
+            continue  # the rules compute it from the others
         labels = dict(s.labels)
         for key in (s.name, None):
             for label, value in eq_by_name.get(key, {}).items():
@@ -368,7 +409,7 @@ def dashboard_promtool(ctx: Context) -> Iterator[Finding]:
         # Non-empty and not NaN: NaN >= -Inf is false, so a NaN-only result counts as empty.
         probe = f"(count({inner} >= -Inf) > bool 0) or vector(0)"
         test = {
-            "rule_files": [],
+            "rule_files": [str(p) for p in rule_files(ctx)],
             "evaluation_interval": series.SCRAPE_INTERVAL,
             "tests": [
                 {
@@ -922,6 +963,7 @@ def datasource_uids(ctx: Context) -> Iterator[Finding]:
 
 
 from amtp_obs.check import (  # noqa: E402  (registers these modules' checks after the ones above)
+    accounting,  # noqa: F401  accounting rules
     facts,  # noqa: F401  config facts
     pricing_catalog,  # noqa: F401  price catalog, budgets, rendered pricing rules
 )

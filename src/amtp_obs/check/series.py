@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+import promql_parser
+
 from amtp_obs import contract
 from amtp_obs import project as proj
 from amtp_obs.collector.prometheus_naming import build_metric_name, normalize_label
@@ -63,6 +65,8 @@ class Series:
     kind: str  # counter | gauge | bucket:<index> | sum | count
     origin: str
     open_labels: frozenset[str] = frozenset()
+    recorded: bool = False
+    """Computed by a recording rule from the others (never synthetic input itself)."""
 
     @property
     def name(self) -> str:
@@ -491,11 +495,34 @@ def _tempo_series(
             model.series.append(Series({"__name__": f"{base}_count", **labels}, "count", origin, fo))
 
 
+def _recorded_series(model: SeriesModel, rule_docs: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """Series written by recording rules: the record name with the labels its outer ``by`` keeps."""
+    for rel, doc in rule_docs:
+        for group in (doc or {}).get("groups") or []:
+            for rule in group.get("rules") or []:
+                name = rule.get("record") if isinstance(rule, dict) else None
+                if not name:
+                    continue
+                try:
+                    tree = promql_parser.parse(str(rule.get("expr", "")))
+                except ValueError:
+                    continue  # promtool check rules reports it
+                keep: list[str] = []
+                if isinstance(tree, promql_parser.AggregateExpr) and tree.modifier is not None:
+                    if str(tree.modifier).startswith("by"):
+                        keep = list(tree.modifier.labels)
+                labels = {"__name__": str(name), **{k: OPEN for k in keep}, **(rule.get("labels") or {})}
+                model.series.append(
+                    Series(labels, "gauge", f"recording rule in {rel}", frozenset(keep), recorded=True)
+                )
+
+
 def build_model(
     prom: Mapping[str, Any],
     col: Mapping[str, Any],
     tempo: Mapping[str, Any],
     compose: Mapping[str, Any],
+    rule_docs: Iterable[tuple[str, Mapping[str, Any]]] = (),
 ) -> SeriesModel:
     """Every series the configured pipeline stores in Prometheus (with synthetic label values)."""
     model = SeriesModel()
@@ -516,6 +543,7 @@ def build_model(
     if any(t.host == proj.SERVICE_TEMPO and t.port == tempo_port for t in targets):
         for prefix in ("tempo_", "tempodb_", "go_", "process_"):
             model.open_prefixes[prefix] = f"Tempo's own metrics ({proj.SERVICE_TEMPO}:{tempo_port})"
+    _recorded_series(model, rule_docs)
     return model
 
 

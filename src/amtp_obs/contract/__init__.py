@@ -123,6 +123,11 @@ class CounterSpec:
     prometheus_name: str
     """The series name queried by the dashboard, after the collector and Prometheus relabelling."""
 
+    @property
+    def increment_record(self) -> str:
+        """The accounting rollup of this counter: tokens accounted per evaluation step (docs/accounting.md)."""
+        return f"{METRICS_NAMESPACE}:{self.instrument}:increment"
+
 
 PROMPT_TOKENS: Final = CounterSpec(
     "prompt_tokens", TOKEN_UNIT, "Prompt (input) tokens billed by the LLM provider", "llm_prompt_tokens_total"
