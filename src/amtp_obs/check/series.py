@@ -508,13 +508,11 @@ def _recorded_series(model: SeriesModel, rule_docs: Iterable[tuple[str, Mapping[
                 except ValueError:
                     continue  # promtool check rules reports it
                 keep: list[str] = []
-                if isinstance(tree, promql_parser.AggregateExpr) and tree.modifier is not None:
-                    if str(tree.modifier).startswith("by"):
-                        keep = list(tree.modifier.labels)
+                modifier = tree.modifier if isinstance(tree, promql_parser.AggregateExpr) else None
+                if modifier is not None and str(modifier).startswith("by"):
+                    keep = list(modifier.labels)
                 labels = {"__name__": str(name), **{k: OPEN for k in keep}, **(rule.get("labels") or {})}
-                model.series.append(
-                    Series(labels, "gauge", f"recording rule in {rel}", frozenset(keep), recorded=True)
-                )
+                model.series.append(Series(labels, "gauge", f"recording rule in {rel}", frozenset(keep), recorded=True))
 
 
 def build_model(
