@@ -14,6 +14,7 @@ def build_app() -> Any:
     """The typer application with every module's commands (imports the stack's dependencies)."""
     import typer
 
+    from amtp_obs.accounting import cli as accounting_cli
     from amtp_obs.check import cli as check_cli
     from amtp_obs.dashboard import cli as dashboard_cli
     from amtp_obs.pricing import cli as pricing_cli
@@ -26,7 +27,7 @@ def build_app() -> Any:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for module in (check_cli, stack_cli, dashboard_cli, pricing_cli):
+    for module in (check_cli, stack_cli, dashboard_cli, accounting_cli, pricing_cli):
         module.register(app)
     return app
 

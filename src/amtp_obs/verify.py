@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from amtp_obs import contract, env
+from amtp_obs.accounting import rules
 from amtp_obs.collector.prometheus_naming import normalize_label
 from amtp_obs.otlp import attributes
 from amtp_obs.project import COLLECTOR_CONFIG, VERIFY_SCRIPT, Project, ProjectError
@@ -53,6 +55,8 @@ GRAFANA_MACROS = {
     "$__range": "1h",
     "${__range}": "1h",
 }
+TOTAL_WINDOW_MARGIN_S = 60
+"""Seconds added before the emit: the rules read 15 s late and count in 15 s steps."""
 TOKEN_ATTRIBUTE = {
     contract.PROMPT_TOKENS.instrument: contract.LLM_TOKENS_PROMPT,
     contract.COMPLETION_TOKENS.instrument: contract.LLM_TOKENS_COMPLETION,
@@ -237,6 +241,7 @@ class Gate:
     run_id: str = field(default_factory=lambda: f"verify-{uuid.uuid4().hex[:16]}")
     facts: ScriptFacts | None = None
     trace_id: str | None = None
+    emitted_at: float | None = None
     spans: list[Span] = field(default_factory=list)
     results: list[Result] = field(default_factory=list)
 
@@ -289,6 +294,7 @@ class Gate:
         self.facts = ScriptFacts.load(script)
         environ = dict(self.project.variables)
         environ[env.OTEL_EXPORTER_OTLP_ENDPOINT] = self.endpoints.otlp_grpc
+        started = time.time()
         try:
             proc = subprocess.run(
                 [sys.executable, str(script), "--run-id", self.run_id],
@@ -305,6 +311,7 @@ class Gate:
         if not m:
             raise CheckFailed(f"no 32-hex trace id in its output: {proc.stdout.strip()[-300:]!r}")
         self.trace_id = m.group(0)
+        self.emitted_at = started
         return f"trace {self.trace_id}, run id {self.run_id}"
 
     def check_tempo_trace(self) -> str:
@@ -387,6 +394,39 @@ class Gate:
             return not bad, "; ".join(bad) or ", ".join(f"{k}={v:g}" for k, v in got.items())
 
         return self.poll(look, budget=min(self.timeout, 45.0))
+
+    def check_total(self) -> str:
+        """The exact-total path (accounting rules), as the dashboard's stats read it, counts this run.
+
+        Other verify runs may fall inside the window, so the total must be this run's tokens plus a
+        whole number of runs, never more runs than Prometheus saw; 0, a fraction or a double count fails.
+        """
+        if self.facts is None or not self.trace_id or self.emitted_at is None:
+            raise Skipped("verify_trace.py did not run")
+        per_run = self.facts.tokens[contract.TOTAL_TOKENS.instrument]
+        service = f'{{{rules.SERVICE_LABEL}="{contract.VERIFY_SERVICE_NAME}"}}'
+        run_label = normalize_label(self.facts.run_id_attribute)
+
+        def look() -> tuple[bool, str]:
+            window = math.ceil(time.time() - self.emitted_at) + TOTAL_WINDOW_MARGIN_S
+            expr = rules.total_expr(contract.TOTAL_TOKENS, selector=service, range_=f"{window}s")
+            got = sum(float(s["value"][1]) for s in self.prom_query(expr))
+            seen_expr = (
+                f"count(count by ({run_label}) (last_over_time("
+                f"{contract.TOTAL_TOKENS.prometheus_name}{service}[{window + TOTAL_WINDOW_MARGIN_S}s])))"
+            )
+            seen = sum(int(float(s["value"][1])) for s in self.prom_query(seen_expr))
+            runs = got / per_run
+            if got < per_run:
+                return False, f"{expr} = {got:g}, want {per_run} (this run) once the rules have read it"
+            if not runs.is_integer() or runs > max(seen, 1):
+                raise CheckFailed(
+                    f"{expr} = {got:g}: not a whole number of runs of {per_run} tokens, or more runs than the "
+                    f"{seen} Prometheus saw (a double count or a lost token)"
+                )
+            return True, f"{got:g} tokens = {int(runs)} run(s) x {per_run} (exact total over {window} s)"
+
+        return self.poll(look, budget=min(self.timeout, 60.0))
 
     def check_spanmetrics(self) -> str:
         if not self.spans:
@@ -499,6 +539,7 @@ def run_checks(gate: Gate) -> list[Result]:
     ]
     concurrent: list[tuple[str, Callable[[], Any]]] = [
         ("token counters of this run in Prometheus", gate.check_counters),
+        ("exact token total (accounting rules)", gate.check_total),
         ("span metrics for llm.completion", gate.check_spanmetrics),
         ("dashboard panels return data", gate.check_panels),
     ]

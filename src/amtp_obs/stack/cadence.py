@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +74,37 @@ def apply_tempo(doc: Mapping[str, Any], interval: str) -> dict[str, Any]:
     per_tenant = defaults.get("metrics_generator") if isinstance(defaults, dict) else None
     if isinstance(per_tenant, dict) and per_tenant.get("collection_interval"):
         per_tenant["collection_interval"] = interval
+    return out
+
+
+def apply_rule_files(doc: Mapping[str, Any], interval: str, out_dir: Path) -> dict[str, Any]:
+    """Rendered prometheus.yml whose rule files are copied to ``out_dir``, the accounting rules at ``interval``.
+
+    The accounting rules read samples one step late and count per step (docs/accounting.md): at the
+    embedded cadence they step with the scrapes, so a new total shows in seconds, not half a minute.
+    Only an unedited generated file is re-rendered; any other rule file is copied as it is.
+    """
+    from amtp_obs.accounting import rules
+
+    out = copy.deepcopy(dict(doc))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*"):
+        old.unlink()
+    copied: list[str] = []
+    for pattern in out.get("rule_files") or []:
+        path = Path(str(pattern))
+        matches = sorted(path.parent.glob(path.name)) if path.is_absolute() else []
+        if not matches:
+            copied.append(str(pattern))
+            continue
+        for src in matches:
+            text = src.read_text()
+            if text == rules.render():
+                text = rules.render(step=interval, delay=interval)
+            dest = out_dir / src.name
+            dest.write_text(text)
+            copied.append(str(dest))
+    out["rule_files"] = copied
     return out
 
 

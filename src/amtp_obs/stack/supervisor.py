@@ -227,6 +227,7 @@ def _plan_prometheus(project: Project, layout: Layout, resolver: AddressResolver
         raise ProjectError(f"{PROMETHEUS_CONFIG}: expected a mapping")
     interval = cadence.interval_from(project.variables)
     rendered = cadence.apply_prometheus(render_prometheus_config(doc, resolver, layout.root, name), interval)
+    rendered = cadence.apply_rule_files(rendered, interval, layout.config / name / "rules")
     path = _dump(layout.config / name / "prometheus.yml", rendered)
     flags = prometheus_flags(binary)
     args = prometheus_argv(binary, project.service(name), resolver, layout.root, name, path, lambda f: f in flags)
