@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from amtp_obs import env
