@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from amtp_obs import contract, env
+from amtp_obs.accounting import rules as accounting_rules
 from amtp_obs.alerting import runtime
 from amtp_obs.collector.prometheus_naming import normalize_label
 from amtp_obs.dashboard import DashboardSettings
@@ -118,6 +119,16 @@ def synthetic_series(now_ms: int) -> list[tuple[dict[str, str], list[tuple[int, 
                 (
                     {"__name__": spec.prometheus_name, **attrs},
                     [(t, float(per * min(i + 1, GROW_STEPS))) for i, t in enumerate(stamps)],
+                )
+            )
+            # What the accounting rules record from that counter (promtool-proven in tests/accounting):
+            # each step's growth, the first sample counted whole. Written directly because recording
+            # rules only evaluate the present, and these samples are back-dated.
+            rollup = {k: v for k, v in attrs.items() if k in accounting_rules.BY}
+            out.append(
+                (
+                    {"__name__": spec.increment_record, "cluster": "zt-amtp", **rollup},
+                    [(t, float(per if i < GROW_STEPS else 0)) for i, t in enumerate(stamps)],
                 )
             )
         span = {

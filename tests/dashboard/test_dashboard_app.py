@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 from dash_helpers import (
     CALLS_PER_STEP,
     COMPLETION_PER_STEP,
+    GROW_STEPS,
     P95_MS,
     PROMPT_PER_STEP,
     REPO,
@@ -70,10 +72,13 @@ def test_every_provisioned_panel_has_its_value(dashboard_url: str) -> None:
 
     series = p["Token Rate (per minute)"]["series"]
     assert [s["name"] for s in series] == ["prompt", "completion", "total"]
-    assert all(len(s["points"]) > 10 for s in series)
-    # While the counters grow, the per-minute rate is the per-step increase scaled to a minute.
-    growing = final_tokens(PROMPT_PER_STEP) / 30 * 60 / STEP_S
-    assert max(v for _, v in series[0]["points"]) == pytest.approx(growing, rel=0.05)
+    assert all(len(s["points"]) >= 8 for s in series)  # 10 minutes of data in 1-minute steps
+    # Each 1-minute step holds exactly four 15 s increments: while the counters grow, 4 x per step.
+    growing = final_tokens(PROMPT_PER_STEP) / GROW_STEPS * 60 / STEP_S
+    assert max(v for _, v in series[0]["points"]) == pytest.approx(growing, rel=1e-9)
+    # The steps tile the range, so the chart adds up to the stat, token for token.
+    assert sum(v for _, v in series[0]["points"]) == pytest.approx(prompt, rel=1e-9)
+    assert sum(v for _, v in series[2]["points"]) == pytest.approx(prompt + completion, rel=1e-9)
 
     table = p["LLM Trace Search"]["table"]
     assert table["columns"][:4] == ["Trace ID", "Start time", "Service", "Name"]
@@ -95,19 +100,26 @@ def test_template_variables_come_from_label_values_and_filter_the_panels(
     p = panels_by_title(doc)
     assert stat(p["Prompt Tokens"]) == final_tokens(PROMPT_PER_STEP, (one,))
     source = {q["title"]: q for q in json.loads(DASHBOARD_FILE.read_text())["panels"]}
-    expected = [t["expr"].replace("$service_name", one) for t in source["Prompt Tokens"]["targets"]]
+    start, end = (datetime.fromisoformat(doc["time"][k]) for k in ("start", "end"))
+    range_s = f"{round((end - start).total_seconds())}s"
+    expected = [
+        t["expr"].replace("$service_name", one).replace("$__range", range_s) for t in source["Prompt Tokens"]["targets"]
+    ]
     assert p["Prompt Tokens"]["queries"] == expected
     assert stat(p["LLM Calls / sec"]) == pytest.approx(CALLS_PER_STEP / STEP_S, rel=1e-6)
     # The TraceQL query received the selection too.
     assert any(one in q for q in fake_tempo[0].queries)
 
 
-def test_rate_interval_follows_grafanas_rule(dashboard_url: str) -> None:
-    """3 h over a full-width panel with timeInterval 15s: max(15s + 15s, 4 * 15s) = 1m0s (Go spelling)."""
+def test_interval_follows_grafanas_rule(dashboard_url: str) -> None:
+    """$__interval: range / 1400 px rounded to Grafana's nice steps, at least the panel's 1m minimum.
+
+    3 h: 7.7 s -> 10 s, raised to the 1m minimum; 7 d: 432 s -> 5m (nice-interval table).
+    """
     p = panels_by_title(data(dashboard_url))
-    assert all("[1m0s]" in q for q in p["Token Rate (per minute)"]["queries"])
-    p = panels_by_title(data(dashboard_url, **{"from": "now-24h", "to": "now"}))
-    assert all("[1m15s]" in q for q in p["Token Rate (per minute)"]["queries"])
+    assert all("[1m]" in q and q.endswith("/ 60000") for q in p["Token Rate (per minute)"]["queries"])
+    p = panels_by_title(data(dashboard_url, **{"from": "now-7d", "to": "now"}))
+    assert all("[5m]" in q and q.endswith("/ 300000") for q in p["Token Rate (per minute)"]["queries"])
 
 
 def test_pages_use_grafanas_urls(dashboard_url: str) -> None:

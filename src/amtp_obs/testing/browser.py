@@ -52,7 +52,7 @@ class DashboardPanels(HTMLParser):
         a = dict(attrs)
         cls = (a.get("class") or "").split()
         if tag == "section" and "panel" in cls and "row-panel" not in cls:
-            self.panels.append({"title": "", "stats": [], "lines": 0, "links": [], "error": ""})
+            self.panels.append({"title": "", "stats": [], "lines": 0, "dots": 0, "links": [], "error": ""})
         if not self.panels:
             return
         cur = self.panels[-1]
@@ -64,6 +64,8 @@ class DashboardPanels(HTMLParser):
             self._field = "error"
         elif tag == "polyline":
             cur["lines"] = int(cur["lines"]) + 1  # type: ignore[call-overload]
+        elif tag == "circle":
+            cur["dots"] = int(cur["dots"]) + 1  # type: ignore[call-overload]  # a lone sample
         elif tag == "a" and "trace-link" in cls:
             cur["links"].append(a.get("href"))  # type: ignore[attr-defined]
 
