@@ -410,4 +410,3 @@ def test_time_parameters_as_each_api_reads_them(exporter: Exporter, http: httpx.
         assert http.get(path, params={"start": "20"}).status_code == 200, path
         assert http.get(path, params={"start": "20", "end": "10"}).status_code == 200, path
         assert http.get(path, params={"start": "soon"}).status_code == 400, path
-

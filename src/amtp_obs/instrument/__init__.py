@@ -8,8 +8,6 @@ See docs/instrumentation-auto.md for what is covered and what is not.
 
 from __future__ import annotations
 
-from amtp_obs.instrument import _core
-
 __all__ = ["instrument", "instrumented", "uninstrument"]
 
 
@@ -22,6 +20,8 @@ def instrument(*, openai: bool = True, anthropic: bool = True, include_usage: bo
     request as written; such streams then record provenance ``unavailable``. A later call updates
     this setting; it never removes a patch (use :func:`uninstrument`).
     """
+    from amtp_obs.instrument import _core  # loaded on use: importing this package stays cheap
+
     _core.OPTIONS.include_usage = include_usage
     targets: list[_core.Target] = []
     if openai:
@@ -37,10 +37,14 @@ def instrument(*, openai: bool = True, anthropic: bool = True, include_usage: bo
 
 def uninstrument() -> None:
     """Restore every patched method to the exact original object. Idempotent."""
+    from amtp_obs.instrument import _core
+
     _core.unpatch()
     _core.OPTIONS.include_usage = True
 
 
 def instrumented() -> list[str]:
     """``module.Class.method`` of every method patched now."""
+    from amtp_obs.instrument import _core
+
     return sorted(f"{cls.__module__}.{cls.__qualname__}.{attr}" for cls, attr in _core.patched())

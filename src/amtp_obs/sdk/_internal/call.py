@@ -9,7 +9,6 @@ a call is recorded; everything set during the call is buffered and applied to th
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import threading
@@ -435,6 +434,8 @@ class LLMCall:
         if self._template is None:
             raise TypeError("only an LLMCall made by llm_call() can decorate a function")
         template = _Template(*self._template)
+        import inspect  # only when decorating: importing the SDK stays cheap
+
         site = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         if inspect.iscoroutinefunction(fn):
             afn = cast(Callable[P, Awaitable[Any]], fn)

@@ -7,19 +7,20 @@ internal (the instrumentations, the MCP helpers and ``amtp_obs.sdk.testing`` use
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Meter, MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from amtp_obs import contract, env
+from amtp_obs import __version__, contract, env
 from amtp_obs.sdk._internal import otel_globals
 
 if TYPE_CHECKING:
@@ -41,12 +42,8 @@ SPAN_PROCESSORS: tuple[SpanProcessorKind, ...] = get_args(SpanProcessorKind)
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
-try:  # the package version, reported as the instrumentation scope version
-    from importlib.metadata import version as _pkg_version
-
-    SCOPE_VERSION: str | None = _pkg_version("amtp-obs")
-except Exception:  # pragma: no cover - running from a source tree without metadata
-    SCOPE_VERSION = None
+SCOPE_VERSION: Final = __version__
+"""The instrumentation scope version (the package's, without importlib.metadata: imports stay fast)."""
 
 
 class ConfigurationError(ValueError):
@@ -85,11 +82,25 @@ returns is added to the ``llm.completion`` span. None (the default) costs nothin
 
 
 def _catalog_cost_hook() -> CostHook | None:
-    """The price catalog shipped with the package (amtp_obs.pricing, docs/cost.md), loaded once per process."""
-    from amtp_obs.pricing.catalog import packaged_pricer
+    """The price catalog shipped with the package (amtp_obs.pricing, docs/cost.md), loaded once per process.
 
+    Reading the catalog needs the ``cost`` extra (PyYAML, pydantic; part of ``stack``): a lean install
+    records no cost on spans (Prometheus still computes cost from the token counters), said once.
+    """
+    try:
+        from amtp_obs.pricing.catalog import packaged_pricer
+    except ImportError as err:
+        if not _cost_unavailable_logged:
+            _cost_unavailable_logged.append(True)
+            logging.getLogger("amtp_obs.sdk").info(
+                "amtp_obs: no llm.cost.* on spans: %s is not installed (pip install 'amtp-obs[cost]')", err.name
+            )
+        return None
     pricer = packaged_pricer()
     return pricer.span_attributes if pricer is not None else None
+
+
+_cost_unavailable_logged: list[bool] = []
 
 
 @dataclass
