@@ -1,4 +1,11 @@
-"""Ingestion limits from overrides.defaults.ingestion answer RESOURCE_EXHAUSTED like Tempo 2.4.1."""
+"""Ingestion limits as Tempo 2.4.1 applies them.
+
+The rate limit refuses the whole export with RESOURCE_EXHAUSTED (distributor ``checkForRateLimits``).
+``max_traces_per_user`` and ``max_bytes_per_trace`` are the ingesters' per-trace checks: a trace over
+either is discarded and counted in ``tempo_discarded_spans_total``, the rest of the export is stored,
+and the export succeeds (modules/ingester/instance.go ``PushBytesRequest``, distributor
+``countDiscaredSpans``).
+"""
 
 from __future__ import annotations
 
@@ -47,6 +54,13 @@ def test_rate_limit(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> Non
     assert _metric(app.http_url, "tempo_distributor_spans_received_total") == 3
 
 
+def _spans(http_url: str, trace_id: bytes) -> list[str]:
+    r = httpx.get(f"{http_url}/api/traces/{trace_id.hex()}")
+    if r.status_code == 404:
+        return []
+    return [s["name"] for b in r.json()["batches"] for ss in b["scopeSpans"] for s in ss["spans"]]
+
+
 def test_max_live_traces(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
     app = start_tempo(
         tempo_doc(
@@ -55,20 +69,34 @@ def test_max_live_traces(start_tempo: Callable[..., TempoApp], tmp_path: Path) -
             ingester={"trace_idle_period": "60s"},
         )
     )
-    ids = [new_id(16) for _ in range(4)]
+    ids = [new_id(16) for _ in range(5)]
     with Exporter(app.otlp_grpc_endpoint) as ex:
-        for tid in ids[:3]:
+        for tid in ids[:2]:
             assert ex.export(request("svc", [span(tid, "live")]))[0] == grpc.StatusCode.OK
-        # More spans for a trace that is already live are fine ...
-        assert ex.export(request("svc", [span(ids[0], "more")]))[0] == grpc.StatusCode.OK
-        # ... a fourth live trace is not.
-        code, msg = ex.export(request("svc", [span(ids[3], "one-too-many")]))
-    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert msg.startswith("LIVE_TRACES_EXCEEDED: max live traces per tenant exceeded")
-    assert "(local: 3 global: 0 actual local: 3)" in msg
-    assert httpx.get(f"{app.http_url}/api/traces/{ids[3].hex()}").status_code == 404
-    assert _metric(app.http_url, "tempo_discarded_spans_total", reason="live_traces_exceeded") == 1
+        # One export, two new traces: the first takes the last place, the second is discarded.
+        assert ex.export(request("svc", [span(ids[2], "third"), span(ids[3], "fourth")]))[0] == grpc.StatusCode.OK
+        # At the limit, Tempo refuses even a trace that is already live: the count is compared, not the ids.
+        assert ex.export(request("svc", [span(ids[0], "more"), span(ids[4], "fifth")]))[0] == grpc.StatusCode.OK
+    assert _spans(app.http_url, ids[2]) == ["third"]
+    assert _spans(app.http_url, ids[3]) == _spans(app.http_url, ids[4]) == []
+    assert _spans(app.http_url, ids[0]) == ["live"]
+    assert _metric(app.http_url, "tempo_discarded_spans_total", reason="live_traces_exceeded") == 3
     assert _metric(app.http_url, "tempo_ingester_live_traces") == 3
+
+
+def test_max_bytes_per_trace(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
+    """A trace is refused once its bytes since it became live would pass the limit; its other spans
+    already stored stay, and the other traces of the same export are stored."""
+    app = start_tempo(tempo_doc(tmp_path, overrides={"defaults": {"global": {"max_bytes_per_trace": 600}}}))
+    big, small = new_id(16), new_id(16)
+    with Exporter(app.otlp_grpc_endpoint) as ex:
+        first = request("svc", [span(big, "a", attrs={"pad": "p" * 200})])
+        assert ex.export(first)[0] == grpc.StatusCode.OK
+        second = request("svc", [span(big, "b", attrs={"pad": "p" * 400}), span(small, "c")])
+        assert ex.export(second)[0] == grpc.StatusCode.OK
+    assert _spans(app.http_url, big) == ["a"]
+    assert _spans(app.http_url, small) == ["c"]
+    assert _metric(app.http_url, "tempo_discarded_spans_total", reason="trace_too_large") == 1
 
 
 def test_idle_traces_free_the_limit(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
@@ -79,11 +107,13 @@ def test_idle_traces_free_the_limit(start_tempo: Callable[..., TempoApp], tmp_pa
             ingester={"trace_idle_period": "200ms", "flush_check_period": "50ms"},
         )
     )
+    a, b, c = new_id(16), new_id(16), new_id(16)
     with Exporter(app.otlp_grpc_endpoint) as ex:
-        assert ex.export(request("svc", [span(new_id(16), "a")]))[0] == grpc.StatusCode.OK
-        assert ex.export(request("svc", [span(new_id(16), "b")]))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ex.export(request("svc", [span(a, "a")]))[0] == grpc.StatusCode.OK
+        assert ex.export(request("svc", [span(b, "b")]))[0] == grpc.StatusCode.OK  # discarded
         time.sleep(0.4)
-        assert ex.export(request("svc", [span(new_id(16), "c")]))[0] == grpc.StatusCode.OK
+        assert ex.export(request("svc", [span(c, "c")]))[0] == grpc.StatusCode.OK
+    assert (_spans(app.http_url, a), _spans(app.http_url, b), _spans(app.http_url, c)) == (["a"], [], ["c"])
 
 
 def test_sdk_exporter_sees_the_refusal(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:

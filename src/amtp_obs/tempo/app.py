@@ -13,7 +13,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,13 @@ class RateLimiter:
 
 
 class LiveTraces:
-    """Trace ids seen within ``trace_idle_period``, oldest first, for ``max_traces_per_user``."""
+    """Trace ids seen within ``trace_idle_period``, oldest first, for ``max_traces_per_user``, with the
+    bytes each has received meanwhile, for ``max_bytes_per_trace``."""
 
     def __init__(self, idle: float, limit: int) -> None:
         self.idle, self.limit = idle, limit
         self.last: dict[bytes, float] = {}
+        self.sizes: dict[bytes, int] = {}
 
     def purge(self, now: float | None = None) -> None:
         cutoff = (time.monotonic() if now is None else now) - self.idle
@@ -102,23 +104,27 @@ class LiveTraces:
             old.append(tid)
         for tid in old:
             del self.last[tid]
+            self.sizes.pop(tid, None)
 
-    def admit(self, tids: Iterable[bytes]) -> bool:
-        """Record the ids as live; False (recording nothing) when that would pass the limit."""
-        now = time.monotonic()
-        ids = list(tids)
-        if self.limit:
-            new = sum(1 for t in ids if t not in self.last)
-            if new and len(self.last) + new > self.limit:
-                self.purge(now)
-                new = sum(1 for t in ids if t not in self.last)
-                if len(self.last) + new > self.limit:
-                    return False
-        last = self.last
-        for t in ids:
-            last.pop(t, None)
-            last[t] = now
-        return True
+    def push(self, tid: bytes, size: int, max_bytes: int, now: float) -> str | None:
+        """One trace of an export, taken as Tempo 2.4.1's ingester takes it (modules/ingester/instance.go
+        ``PushBytes``/``push``): refused while the live traces are at the limit, even a trace that is
+        already live (``limiter.AssertMaxTracesPerUser`` compares the live count, not the new ones), or
+        when its bytes so far plus these would pass ``max_bytes``. None when taken, else the discard reason.
+
+        Tempo forgets a trace's byte count when its head block is cut; here when the trace goes idle.
+        """
+        if self.limit and len(self.last) >= self.limit:
+            self.purge(now)
+            if len(self.last) >= self.limit:
+                return REASON_LIVE_TRACES_EXCEEDED
+        if max_bytes and self.sizes.get(tid, 0) + size > max_bytes:
+            return REASON_TRACE_TOO_LARGE
+        self.last.pop(tid, None)
+        self.last[tid] = now
+        if max_bytes:
+            self.sizes[tid] = self.sizes.get(tid, 0) + size
+        return None
 
 
 class _QuietServer(uvicorn.Server):
@@ -364,24 +370,26 @@ class TempoApp:
                 f"RATE_LIMITED: ingestion rate limit ({self.limiter.rate:.0f} bytes) exceeded while adding "
                 f"{len(raw)} bytes for user {TENANT}"
             )
-        if self.max_bytes_per_trace:
-            too_big = [t for t, d in parsed.traces.items() if len(d.data) > self.max_bytes_per_trace]
-            if too_big:
-                self._discard(REASON_TRACE_TOO_LARGE, parsed.spans)
-                return grpc.StatusCode.RESOURCE_EXHAUSTED, (
-                    f"TRACE_TOO_LARGE: max size of trace ({self.max_bytes_per_trace}) exceeded while adding "
-                    f"{max(len(parsed.traces[t].data) for t in too_big)} bytes to trace {too_big[0].hex()} "
-                    f"for tenant {TENANT}"
-                )
-        if not self.live.admit(parsed.traces):
-            self._discard(REASON_LIVE_TRACES_EXCEEDED, parsed.spans)
-            limit = self.live.limit
-            return grpc.StatusCode.RESOURCE_EXHAUSTED, (
-                "LIVE_TRACES_EXCEEDED: max live traces per tenant exceeded: per-user traces limit "
-                f"(local: {limit} global: 0 actual local: {limit}) exceeded"
-            )
+        # Trace by trace, as the ingesters answer Tempo 2.4.1's distributor: a trace over a limit is
+        # discarded and counted, the others are stored, and the push succeeds
+        # (modules/distributor/distributor.go sendToIngestersViaBytes, countDiscaredSpans).
+        now = time.monotonic()
+        discarded = dict.fromkeys(PER_PUSH_REASONS, 0)
+        kept: list[bytes] = []
+        for tid, delta in parsed.traces.items():
+            reason = self.live.push(tid, len(delta.data), self.max_bytes_per_trace, now)
+            if reason is None:
+                kept.append(delta.data)
+            else:
+                discarded[reason] += delta.spans
+        stored, body = parsed, raw
+        if any(discarded.values()):
+            # Each trace's fragment is itself an export of its resource spans: the kept ones concatenated.
+            body = b"".join(kept)
+            stored = parse_export(body)
         try:
-            await self.store.commit(raw, parsed)
+            if stored.spans:
+                await self.store.commit(body, stored)
         except StoreClosed as exc:
             return grpc.StatusCode.UNAVAILABLE, str(exc)
         except OSError as exc:
@@ -392,8 +400,8 @@ class TempoApp:
         m.spans_received.labels(TENANT).inc(parsed.spans)
         m.bytes_received.labels(TENANT).inc(len(raw))
         m.push_requests.labels(TENANT, "success").inc()
-        for reason in PER_PUSH_REASONS:
-            m.discarded_spans.labels(reason, TENANT).inc(0)
+        for reason, n in discarded.items():
+            m.discarded_spans.labels(reason, TENANT).inc(n)
         m.live_traces.labels(TENANT).set(len(self.live.last))
         if self.generator.enabled:
             try:
