@@ -84,16 +84,17 @@ def tempo_config(
 ) -> dict[str, Any]:
     """tempo.yaml on free ports with storage under ``data`` (default ``root``); the metrics generator
     off unless asked (it would remote-write to a Prometheus that these scenarios do not run).
-    ``ingestion_limits=False`` lifts the configured byte rate/burst limits, to measure what the code
-    can do rather than the design's 15 MB/s per-tenant limit; ``ingester`` overrides keys of that
-    section (block cut timing)."""
+    ``ingestion_limits=False`` lifts the configured byte rate/burst and live-traces limits, to measure
+    what the code can do rather than the design's 15 MB/s per-tenant limit; ``ingester`` overrides
+    keys of that section (block cut timing)."""
     doc = copy.deepcopy(project().load_yaml(TEMPO_CONFIG))
     data = data or root
     if ingester:
         doc.setdefault("ingester", {}).update(ingester)
     if not ingestion_limits:
         ingestion = doc.setdefault("overrides", {}).setdefault("defaults", {}).setdefault("ingestion", {})
-        ingestion.update(rate_limit_bytes=UNLIMITED_BYTES, burst_size_bytes=UNLIMITED_BYTES)
+        # 0 turns the live-traces limit off, as in Tempo: past it the store would discard whole traces.
+        ingestion.update(rate_limit_bytes=UNLIMITED_BYTES, burst_size_bytes=UNLIMITED_BYTES, max_traces_per_user=0)
     doc["server"].update(
         http_listen_port=ports.http,
         grpc_listen_port=ports.grpc,
