@@ -3,7 +3,7 @@
 Go's ``time.ParseDuration`` (collector, Tempo) and Prometheus' ``model.ParseDuration`` (rule
 ``for``/``interval``, scrape intervals) share one grammar, runs of number + unit (``1h30m``); Tempo's
 retention-style fields and Prometheus add ``d``, ``w`` and ``y``. Grafana's single-unit intervals
-(with ``M`` for months) are another grammar: :mod:`amtp_obs.dashboard.timerange`.
+(with ``M`` for months) are another grammar: :mod:`amtp_obs.grafana.timerange`.
 """
 
 from __future__ import annotations

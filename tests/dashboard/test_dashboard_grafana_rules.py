@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from amtp_obs.dashboard import templating
 from amtp_obs.dashboard.engine import reduce_values
-from amtp_obs.dashboard.timerange import (
+from amtp_obs.dashboard.units import format_value
+from amtp_obs.grafana import templating
+from amtp_obs.grafana.timerange import (
     TimeRange,
     TimeRangeError,
     compute_intervals,
@@ -16,7 +17,6 @@ from amtp_obs.dashboard.timerange import (
     macros,
     parse_time,
 )
-from amtp_obs.dashboard.units import format_value
 
 NOW = datetime(2026, 11, 25, 14, 37, 12, tzinfo=UTC)
 

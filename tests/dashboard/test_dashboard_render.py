@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from amtp_obs.dashboard import cli, render
 from amtp_obs.dashboard.engine import Series
-from amtp_obs.dashboard.timerange import TimeRange
+from amtp_obs.grafana.timerange import TimeRange
 
 
 def _b64(hex_id: str) -> str:

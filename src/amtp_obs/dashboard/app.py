@@ -35,8 +35,9 @@ from starlette.staticfiles import StaticFiles
 from amtp_obs.dashboard import render
 from amtp_obs.dashboard.backends import BackendError
 from amtp_obs.dashboard.engine import Engine, PanelError
-from amtp_obs.dashboard.model import Dashboard, DashboardStore, ModelError, load_datasources
-from amtp_obs.dashboard.timerange import TimeRange, TimeRangeError, parse_duration
+from amtp_obs.dashboard.model import Dashboard, DashboardStore
+from amtp_obs.grafana.datasources import DatasourceError, load_datasources
+from amtp_obs.grafana.timerange import TimeRange, TimeRangeError, parse_duration
 from amtp_obs.project import DASHBOARDS_DIR, DATASOURCES_DIR, Project
 
 VERSION = "embedded-10.4-compatible"
@@ -94,7 +95,7 @@ def create_app(settings: DashboardSettings) -> Starlette:
     def engine() -> Engine:
         try:
             datasources = load_datasources(settings.datasources_dir, settings.variables)
-        except ModelError as exc:
+        except DatasourceError as exc:
             raise HTTPException(500, f"datasource provisioning cannot be read: {exc}") from None
         return Engine(datasources, state["client"], url_overrides=overrides, alertmanager_url=settings.alertmanager_url)
 

@@ -19,21 +19,13 @@ import httpx
 import yaml
 
 from amtp_obs.alerting.runtime import labels_match, muted_by
-from amtp_obs.dashboard import templating
 from amtp_obs.dashboard.backends import AlertmanagerClient, BackendError, PrometheusClient, TempoClient
-from amtp_obs.dashboard.model import DEFAULT_SCRAPE_INTERVAL, Dashboard, Datasource
-from amtp_obs.dashboard.timerange import (
-    Intervals,
-    TimeRange,
-    TimeRangeError,
-    compute_intervals,
-    macros,
-    parse_duration,
-)
+from amtp_obs.dashboard.model import Dashboard
 from amtp_obs.dashboard.units import format_value
+from amtp_obs.grafana import panels, templating
+from amtp_obs.grafana.datasources import Datasource
+from amtp_obs.grafana.timerange import TimeRange, TimeRangeError
 
-PAGE_WIDTH_PX = 1400
-"""Grafana sizes $__interval from the panel's pixel width; we assume a page this wide."""
 PANEL_TIMEOUT = 15.0
 DEFAULT_TRACE_LIMIT = 20
 STAT_TYPES = frozenset({"stat", "gauge", "bargauge", "singlestat"})
@@ -228,18 +220,6 @@ def _float(raw: Any) -> float | None:
         return None
 
 
-def iter_panels(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Panels in page order; rows become header panels, collapsed rows' children are included."""
-    out: list[dict[str, Any]] = []
-    for panel in doc.get("panels") or []:
-        if not isinstance(panel, dict):
-            continue
-        out.append(panel)
-        if panel.get("type") == "row":
-            out.extend(p for p in panel.get("panels") or [] if isinstance(p, dict))
-    return out
-
-
 def _fallback_trace_query(target: Mapping[str, Any]) -> str:
     """``traceqlSearch`` targets keep filters instead of text; build the TraceQL they stand for."""
     parts: list[str] = []
@@ -342,7 +322,7 @@ class Engine:
                 options = await self._options(var, vtype, scope, time_range)
             except (PanelError, BackendError, templating.VariableQueryError) as exc:
                 error = str(exc)
-            selection = self._select(var, vtype, options, requested.get(name), include_all, multi)
+            selection = templating.select(var, options, requested.get(name))
             scope[name] = selection
             states.append(
                 VariableState(
@@ -362,11 +342,8 @@ class Engine:
     async def _options(
         self, var: Mapping[str, Any], vtype: str, scope: Mapping[str, Any], time_range: TimeRange
     ) -> list[str]:
-        if vtype in ("custom", "interval"):
-            raw = str(var.get("query") or "")
-            return [v.strip() for v in re.split(r"(?<!\\),", raw) if v.strip()]
-        if vtype in ("constant", "textbox"):
-            return [str(var.get("query") or "")]
+        if vtype in ("custom", "interval", "constant", "textbox"):
+            return templating.static_options(var)
         if vtype == "datasource":
             return [ds.name for ds in self.datasources if ds.type == var.get("query")]
         if vtype != "query":
@@ -401,42 +378,14 @@ class Engine:
         values = templating.apply_regex(values, var.get("regex"))
         return templating.sort_values(values, var.get("sort"))
 
-    @staticmethod
-    def _select(
-        var: Mapping[str, Any],
-        vtype: str,
-        options: list[str],
-        requested: list[str] | None,
-        include_all: bool,
-        multi: bool,
-    ) -> templating.Selection:
-        all_value = var.get("allValue")
-        base = dict(multi=multi, include_all=include_all, all_value=all_value or None, options=options)
-        if vtype == "constant":
-            return templating.Selection(values=options[:1], **base)
-        if requested:
-            if include_all and any(v in (templating.ALL_VALUE, "All") for v in requested):
-                return templating.Selection(values=[templating.ALL_VALUE], is_all=True, **base)
-            picked = requested if multi else requested[:1]
-            return templating.Selection(values=list(picked), **base)
-        current = (var.get("current") or {}).get("value")
-        current_list = current if isinstance(current, list) else ([current] if current not in (None, "") else [])
-        if current_list and include_all and templating.ALL_VALUE in current_list:
-            return templating.Selection(values=[templating.ALL_VALUE], is_all=True, **base)
-        if current_list and (vtype == "textbox" or all(v in options for v in current_list)):
-            return templating.Selection(values=[str(v) for v in current_list], **base)
-        if include_all:
-            return templating.Selection(values=[templating.ALL_VALUE], is_all=True, **base)
-        return templating.Selection(values=options[:1], **base)
-
     # -- panels --------------------------------------------------------------------------------
 
     async def run_panels(
         self, dashboard: Dashboard, variables: list[VariableState], time_range: TimeRange
     ) -> list[PanelResult]:
-        panels = iter_panels(dashboard.doc)
         scope = {v.name: v.selection for v in variables}
-        return list(await asyncio.gather(*(self.run_panel(p, scope, time_range) for p in panels)))
+        items = panels.iter_panels(dashboard.doc)
+        return list(await asyncio.gather(*(self.run_panel(p, scope, time_range) for p in items)))
 
     async def run_panel(
         self, panel: Mapping[str, Any], scope: Mapping[str, templating.Selection], time_range: TimeRange
@@ -482,13 +431,13 @@ class Engine:
             return
         if ptype not in STAT_TYPES | SERIES_TYPES | {"table"}:
             raise PanelError(f"panel type {ptype!r} is not supported by the embedded dashboard")
-        targets = [t for t in panel.get("targets") or [] if isinstance(t, Mapping) and not t.get("hide")]
+        targets = panels.visible_targets(panel)
         if not targets:
             raise PanelError("this panel has no queries")
         panel_ds = self.datasource(panel.get("datasource")) if panel.get("datasource") else None
         for target in targets:
             ref = target.get("datasource")
-            if isinstance(ref, Mapping) and ref.get("uid") in ("-- Mixed --", "-- Dashboard --"):
+            if isinstance(ref, Mapping) and ref.get("uid") in panels.PSEUDO_DATASOURCES:
                 ref = None
             ds = self.datasource(ref) if ref else (panel_ds or self.datasource(None))
             if ds.type == "prometheus":
@@ -497,16 +446,6 @@ class Engine:
                 await self._tempo_target(target, ds, result, scope, time_range)
             else:
                 raise PanelError(f"datasource type {ds.type!r} is not supported by the embedded dashboard")
-
-    def _intervals(self, panel: Mapping[str, Any], ds: Datasource, time_range: TimeRange) -> Intervals:
-        width = int((panel.get("gridPos") or {}).get("w") or 12)
-        points = int(panel.get("maxDataPoints") or max(1, round(PAGE_WIDTH_PX * width / 24)))
-        scrape = ds.scrape_interval if ds.type == "prometheus" else DEFAULT_SCRAPE_INTERVAL
-        min_interval = None
-        raw_min = panel.get("interval")
-        if raw_min and not str(raw_min).startswith("$"):
-            min_interval = parse_duration(str(raw_min).lstrip(">"))
-        return compute_intervals(time_range, points, scrape, min_interval)
 
     async def _prometheus_target(
         self,
@@ -520,8 +459,7 @@ class Engine:
         raw = str(target.get("expr") or "").strip()
         if not raw:
             raise PanelError(f"query {target.get('refId', '?')} has no expression")
-        iv = self._intervals(panel, ds, time_range)
-        expr = templating.interpolate(raw, {**scope, **macros(time_range, iv)})
+        expr, iv = panels.prometheus_query(panel, target, time_range, scope, ds.scrape_interval, text=raw)
         result.queries.append(expr)
         prom = self.prometheus(ds)
         legend = target.get("legendFormat")

@@ -1,8 +1,8 @@
-"""The provisioned files the dashboard reads: dashboard JSON and the datasources provisioning YAML.
+"""The provisioned dashboards the embedded dashboard reads (the datasource provisioning is read by
+:mod:`amtp_obs.grafana.datasources`).
 
-They are read exactly as Grafana reads them (datasource YAML is environment-interpolated with
-``$$`` as a literal dollar; dashboard JSON is not), and re-read when they change on disk, as
-Grafana's file provider does.
+Dashboard JSON is not environment-interpolated (as in Grafana) and is re-read when it changes on
+disk, as Grafana's file provider does.
 """
 
 from __future__ import annotations
@@ -10,47 +10,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
-
-from amtp_obs.project import ProjectError, interpolate
-
-DEFAULT_SCRAPE_INTERVAL = 15.0
-"""Grafana's fallback when the Prometheus datasource has no ``jsonData.timeInterval``."""
-
-
-class ModelError(Exception):
-    """A provisioning file cannot be used; the message names the file and the problem."""
 
 
 def slugify(title: str) -> str:
     """Grafana's URL slug for a dashboard title (lower case, dashes)."""
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "dashboard"
-
-
-@dataclass(frozen=True)
-class Datasource:
-    name: str
-    uid: str
-    type: str
-    url: str
-    is_default: bool = False
-    json_data: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def scrape_interval(self) -> float:
-        from amtp_obs.dashboard.timerange import TimeRangeError, parse_duration
-
-        raw = self.json_data.get("timeInterval")
-        if not raw:
-            return DEFAULT_SCRAPE_INTERVAL
-        try:
-            return parse_duration(str(raw))
-        except TimeRangeError:
-            return DEFAULT_SCRAPE_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -71,32 +38,6 @@ class Dashboard:
     @property
     def tags(self) -> list[str]:
         return [str(t) for t in self.doc.get("tags") or []]
-
-
-def load_datasources(directory: Path | None, variables: Mapping[str, str]) -> list[Datasource]:
-    """All datasources of every ``*.yaml``/``*.yml`` in the provisioning directory."""
-    if directory is None or not directory.is_dir():
-        return []
-    out: list[Datasource] = []
-    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        try:
-            doc = yaml.safe_load(interpolate(path.read_text(), variables)) or {}
-        except (OSError, yaml.YAMLError, ProjectError) as exc:
-            raise ModelError(f"{path}: {exc}") from None
-        for item in doc.get("datasources") or []:
-            if not isinstance(item, Mapping) or "type" not in item:
-                raise ModelError(f"{path}: datasource entry without a type: {item!r}")
-            out.append(
-                Datasource(
-                    name=str(item.get("name") or item.get("uid") or item["type"]),
-                    uid=str(item.get("uid") or item.get("name") or item["type"]),
-                    type=str(item["type"]),
-                    url=str(item.get("url") or ""),
-                    is_default=bool(item.get("isDefault")),
-                    json_data=dict(item.get("jsonData") or {}),
-                )
-            )
-    return out
 
 
 class DashboardStore:

@@ -16,11 +16,11 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from amtp_obs.dashboard import templating
 from amtp_obs.dashboard.engine import AlertsView, PanelResult, Series, VariableState
 from amtp_obs.dashboard.model import Dashboard
-from amtp_obs.dashboard.timerange import TimeRange
 from amtp_obs.dashboard.units import format_value
+from amtp_obs.grafana import templating
+from amtp_obs.grafana.timerange import TimeRange
 
 PALETTE = ("#73BF69", "#F2CC0C", "#8AB8FF", "#FF780A", "#F2495C", "#5794F2", "#B877D9", "#705DA0", "#37872D")
 ROW_PX = 30

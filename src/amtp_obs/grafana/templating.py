@@ -1,8 +1,10 @@
-"""Template variables: Grafana's ``$var`` / ``${var:fmt}`` / ``[[var]]`` syntax and value formatting.
+"""Template variables: Grafana's ``$var`` / ``${var:fmt}`` / ``[[var]]`` syntax, selection and formatting.
 
 Prometheus (and TraceQL regex) queries receive multi-value and "All" selections as regular
-expressions, exactly as Grafana's Prometheus datasource formats them, so a query written for
-Grafana selects the same series here.
+expressions, exactly as Grafana 10.4 formats them (public/app/features/templating/template_srv.ts:
+All -> ``allValue`` unformatted when set, else every option; the Prometheus datasource's
+``interpolateQueryExpr``: one value escaped, several as ``(a|b)``), so a query written for Grafana
+selects the same series here, in ``amtp-obs check`` and in ``amtp-obs verify``.
 """
 
 from __future__ import annotations
@@ -165,3 +167,67 @@ def sort_values(values: list[str], sort: int | None) -> list[str]:
     else:
         return values
     return out if sort % 2 else list(reversed(out))
+
+
+def select(
+    var: Mapping[str, Any],
+    options: list[str],
+    requested: list[str] | None = None,
+) -> Selection:
+    """A variable's value: the requested one (URL ``var-x=...``; ``$__all``/``All`` picks All), else
+    the dashboard's saved ``current`` when it is still an option, else All when offered, else the
+    first option (Grafana's variable initialisation)."""
+    vtype = str(var.get("type") or "query")
+    include_all, multi = bool(var.get("includeAll")), bool(var.get("multi"))
+    base: dict[str, Any] = dict(
+        multi=multi, include_all=include_all, all_value=var.get("allValue") or None, options=options
+    )
+    if vtype == "constant":
+        return Selection(values=options[:1], **base)
+    if requested:
+        if include_all and any(v in (ALL_VALUE, "All") for v in requested):
+            return Selection(values=[ALL_VALUE], is_all=True, **base)
+        picked = requested if multi else requested[:1]
+        return Selection(values=list(picked), **base)
+    current = (var.get("current") or {}).get("value")
+    current_list = current if isinstance(current, list) else ([current] if current not in (None, "") else [])
+    if current_list and include_all and ALL_VALUE in current_list:
+        return Selection(values=[ALL_VALUE], is_all=True, **base)
+    if current_list and (vtype == "textbox" or all(v in options for v in current_list)):
+        return Selection(values=[str(v) for v in current_list], **base)
+    if include_all:
+        return Selection(values=[ALL_VALUE], is_all=True, **base)
+    return Selection(values=options[:1], **base)
+
+
+def variables(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The dashboard's template variables that have a name, in order."""
+    return [v for v in (doc.get("templating") or {}).get("list") or [] if isinstance(v, Mapping) and v.get("name")]
+
+
+def static_options(var: Mapping[str, Any]) -> list[str]:
+    """The options known without asking a datasource: custom/constant values, else the options the
+    dashboard JSON saved (what Grafana shows before its first refresh)."""
+    vtype = str(var.get("type") or "query")
+    if vtype in ("custom", "interval"):
+        return [v.strip() for v in re.split(r"(?<!\\),", str(var.get("query") or "")) if v.strip()]
+    if vtype in ("constant", "textbox"):
+        return [str(var.get("query") or "")]
+    return [
+        str(o["value"])
+        for o in var.get("options") or []
+        if isinstance(o, Mapping) and o.get("value") not in (None, ALL_VALUE)
+    ]
+
+
+def offline_scope(doc: Mapping[str, Any], requested: Mapping[str, list[str]] | None = None) -> dict[str, Selection]:
+    """Every variable resolved without a datasource: the requested values, else All where offered
+    (the dashboard's ``current`` is ignored: a check must not depend on what was saved last)."""
+    requested = requested or {}
+    scope: dict[str, Selection] = {}
+    for var in variables(doc):
+        name = str(var["name"])
+        options = static_options(var)
+        want = requested.get(name) or ([ALL_VALUE] if var.get("includeAll") else None)
+        scope[name] = select(var, options, want)
+    return scope

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 _UNIT_SECONDS = {
     "ms": 0.001,
@@ -24,9 +26,6 @@ _UNIT_SECONDS = {
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w|M|y)$")
 _RELATIVE = re.compile(r"^now(?P<ops>(?:[+-]\d+(?:ms|s|m|h|d|w|M|y))*)(?:/(?P<round>[smhdwMy]))?$")
 _OP = re.compile(r"([+-])(\d+)(ms|s|m|h|d|w|M|y)")
-
-MAX_RANGE_POINTS = 11000
-"""Prometheus refuses range queries above 11,000 points; Grafana widens the step to stay below."""
 
 
 class TimeRangeError(ValueError):
@@ -152,8 +151,10 @@ class TimeRange:
         return (self.end - self.start).total_seconds()
 
 
-# Grafana's interval rounding (rangeutil.roundInterval): an upper bound in ms -> the nice interval.
-_NICE_INTERVALS_MS: tuple[tuple[float, int], ...] = (
+# Grafana's interval rounding: an upper bound in ms -> the "nice" interval. The frontend
+# (packages/grafana-data/src/datetime/rangeutil.ts, roundInterval) compares with ``<``; the backend
+# (pkg/tsdb/intervalv2/intervalv2.go, roundInterval) with ``<=`` (except its last row).
+_NICE_INTERVALS_MS: tuple[tuple[int, int], ...] = (
     (10, 1),
     (15, 10),
     (35, 20),
@@ -184,39 +185,94 @@ _NICE_INTERVALS_MS: tuple[tuple[float, int], ...] = (
     (1814400000, 604800000),
     (3628800000, 2592000000),
 )
+# intervalv2.go has one more row (<= 48 h -> 24 h) whose answer equals the next row's: omitted.
 
 
-def round_interval_ms(ms: float) -> int:
-    for bound, nice in _NICE_INTERVALS_MS:
-        if ms < bound:
+def round_interval_ms(ms: float, *, backend: bool = False) -> int:
+    """Grafana's roundInterval: the frontend's (``backend=False``) or the Go backend's rounding."""
+    last = len(_NICE_INTERVALS_MS) - 1
+    for i, (bound, nice) in enumerate(_NICE_INTERVALS_MS):
+        if ms < bound or (backend and i != last and ms == bound):
             return nice
     return 31536000000
 
 
+DEFAULT_TIME_INTERVAL = 15.0
+"""Grafana's Prometheus datasource without ``jsonData.timeInterval`` assumes a 15 s scrape interval."""
+SAFE_RESOLUTION = 11000
+"""Prometheus refuses more points per series; Grafana's backend widens the step to stay near it."""
+
+
+def time_interval(json_data: Mapping[str, Any] | None) -> float:
+    """A datasource's ``jsonData.timeInterval`` in seconds (its scrape interval), 15 s when unset or bad."""
+    raw = (json_data or {}).get("timeInterval")
+    if not raw:
+        return DEFAULT_TIME_INTERVAL
+    try:
+        return parse_duration(str(raw).lstrip("<>"))
+    except TimeRangeError:
+        return DEFAULT_TIME_INTERVAL
+
+
 @dataclass(frozen=True)
 class Intervals:
-    """What ``$__interval``, ``$__rate_interval`` and the query step are for one panel."""
+    """The intervals one Prometheus query of a panel gets (seconds).
 
+    ``query_interval`` is what the browser computes and sends as ``intervalMs``; ``interval`` is the
+    backend's final step, which is also what ``$__interval`` becomes; ``rate_interval`` is
+    ``$__rate_interval``; ``step`` is what the embedded dashboard sends as the range-query step.
+    """
+
+    query_interval: float
     interval: float
     rate_interval: float
     step: float
 
 
 def compute_intervals(
-    time_range: TimeRange, max_data_points: int, scrape_interval: float, min_interval: float | None = None
+    time_range: TimeRange,
+    max_data_points: int,
+    scrape_interval: float = DEFAULT_TIME_INTERVAL,
+    min_interval: float | None = None,
+    min_step: float | None = None,
 ) -> Intervals:
-    """Grafana's rules: interval = round(range / points) but at least the min (datasource timeInterval);
-    rate_interval = max(interval + scrape, 4 * scrape); the step never exceeds Prometheus's 11k points."""
-    low = min_interval if min_interval is not None else scrape_interval
-    interval = max(round_interval_ms(time_range.seconds * 1000 / max(1, max_data_points)) / 1000, low)
-    rate_interval = max(interval + scrape_interval, 4 * scrape_interval)
-    step = max(interval, math.ceil(time_range.seconds / MAX_RANGE_POINTS))
-    return Intervals(interval, rate_interval, step)
+    """Grafana 10.4's rules for one Prometheus target.
+
+    ``scrape_interval`` is the datasource's ``jsonData.timeInterval``; ``min_interval`` the panel's
+    "Min interval" (``interval``); ``min_step`` the target's "Min step" (its ``interval``).
+
+    1. Browser (rangeutil.ts ``calculateInterval``): intervalMs = max(round(range / max data points),
+       min interval, else the datasource's timeInterval).
+    2. Backend (pkg/tsdb/prometheus/models/query.go ``calculatePrometheusInterval`` with
+       intervalv2.go ``Calculate``/``CalculateSafeInterval``): minimum = min step, else intervalMs;
+       step = minimum if range / points is below it, else round(range / points); at least
+       round(range / 11000). ``$__interval`` and ``$__interval_ms`` are this step.
+    3. ``$__rate_interval`` (query.go ``calculateRateInterval``) = max(intervalMs + scrape, 4 x scrape),
+       scrape = min step, else the datasource's timeInterval.
+    """
+    range_ms = time_range.seconds * 1000
+    points = max(1, int(max_data_points))
+    low_ms = (min_interval if min_interval is not None else scrape_interval) * 1000
+    query_ms = max(round_interval_ms(range_ms / points), low_ms)
+    minimum_ms = min_step * 1000 if min_step is not None else query_ms
+    raw_ms = range_ms / points
+    calculated_ms = minimum_ms if raw_ms < minimum_ms else round_interval_ms(raw_ms, backend=True)
+    safe_ms = round_interval_ms(range_ms / SAFE_RESOLUTION, backend=True)
+    step_ms = max(calculated_ms, safe_ms)
+    scrape = min_step if min_step is not None else scrape_interval
+    rate = max(query_ms / 1000 + scrape, 4 * scrape)
+    interval = step_ms / 1000
+    # Grafana can round the step below range / 11000 (e.g. 16.4 s -> 15 s); Prometheus then refuses
+    # the range query, so the embedded dashboard's own range queries never go below that bound.
+    step = max(interval, math.ceil(time_range.seconds / SAFE_RESOLUTION))
+    return Intervals(query_ms / 1000, interval, rate, step)
 
 
 def macros(time_range: TimeRange, intervals: Intervals) -> dict[str, str]:
-    """The built-in variables Grafana substitutes before a Prometheus query is sent."""
-    range_s = round(time_range.seconds)
+    """The built-in variables Grafana substitutes before a Prometheus query is sent (query.go
+    ``interpolateVariables``; ``$__from``/``$__to`` from the frontend's time range)."""
+    range_ms = round(time_range.seconds * 1000)
+    range_s = round(range_ms / 1000)
     return {
         "__interval": format_interval(intervals.interval),
         "__interval_ms": str(round(intervals.interval * 1000)),
@@ -224,7 +280,7 @@ def macros(time_range: TimeRange, intervals: Intervals) -> dict[str, str]:
         "__rate_interval_ms": str(round(intervals.rate_interval * 1000)),
         "__range": f"{range_s}s",
         "__range_s": str(range_s),
-        "__range_ms": str(round(time_range.seconds * 1000)),
+        "__range_ms": str(range_ms),
         "__from": str(round(time_range.start.timestamp() * 1000)),
         "__to": str(round(time_range.end.timestamp() * 1000)),
     }
