@@ -32,6 +32,7 @@ from amtp_obs.check.framework import (
     warning,
 )
 from amtp_obs.durations import parse_duration
+from amtp_obs.grafana.timerange import time_interval
 from amtp_obs.project import ProjectError, variables_in
 
 PROM = proj.PROMETHEUS_CONFIG.as_posix()
@@ -127,6 +128,17 @@ def datasources(ctx: Context) -> dict[str, tuple[str, str, int | None]]:
     return out
 
 
+def datasource_json(ctx: Context) -> dict[str, Mapping[str, Any]]:
+    """uid -> ``jsonData`` of every provisioned datasource (its timeInterval sizes the query intervals)."""
+    out: dict[str, Mapping[str, Any]] = {}
+    ds_dir = ctx.root / proj.DATASOURCES_DIR
+    for path in sorted([*ds_dir.glob("*.yaml"), *ds_dir.glob("*.yml")]):
+        for ds in (ctx.yaml(path.relative_to(ctx.root).as_posix()).data or {}).get("datasources") or []:
+            if isinstance(ds, dict) and ds.get("uid") and isinstance(ds.get("jsonData"), dict):
+                out[str(ds["uid"])] = ds["jsonData"]
+    return out
+
+
 def rule_files(ctx: Context) -> list[Path]:
     """The recording/alerting rule files prometheus.yml loads, found through the compose mounts."""
     from amtp_obs.stack.render import PathMapper
@@ -174,9 +186,9 @@ def prom_queries(ctx: Context) -> tuple[list[promql.Query], list[Finding]]:
     default = next((uid for uid, (t, _, _) in ds.items() if t == "prometheus"), None)
     queries: list[promql.Query] = []
     problems: list[Finding] = []
+    intervals = {uid: time_interval(json_data) for uid, json_data in datasource_json(ctx).items()}
     for rel, doc in dashboards(ctx):
-        variables = {str(v.get("name")) for v in (doc.get("templating") or {}).get("list") or [] if isinstance(v, dict)}
-        for q in promql.dashboard_queries(doc, rel, default):
+        for q in promql.dashboard_queries(doc, rel, default, intervals):
             if q.datasource_uid not in ds or ds[q.datasource_uid][0] != "prometheus":
                 continue
             line = _line_in(ctx, rel, q.line_hint)
@@ -191,7 +203,7 @@ def prom_queries(ctx: Context) -> tuple[list[promql.Query], list[Finding]]:
             else:
                 text = promql.unwrap_query_result(text)
             try:
-                q.expr = promql.substitute(text, variables)
+                q.expr = promql.substitute(text, q)
                 q.selectors = promql.parse_selectors(q.expr)
             except promql.QueryError as exc:
                 problems.append(error(f"{q.where}: {exc} (query: {q.raw})", rel, line))

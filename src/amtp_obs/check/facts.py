@@ -14,9 +14,9 @@ from typing import Any
 
 from amtp_obs import alerting
 from amtp_obs import project as proj
-from amtp_obs.check import promql
 from amtp_obs.check.checks import ALERTING, COLLECTOR, KNOWN_PANEL_TYPES, SCHEMA_VERSION, TEMPO, dashboards
 from amtp_obs.check.framework import Context, Finding, Skip, check, error, warning
+from amtp_obs.grafana.panels import iter_panels
 
 _DOLLAR_MACRO = re.compile(r"(?<!\$)\$(\{)?__")
 
@@ -211,7 +211,7 @@ def grafana_dashboards(ctx: Context) -> Iterator[Finding]:
                 rel,
                 _find(ctx, rel, '"id"'),
             )
-        for p in promql.panels(doc):
+        for p in iter_panels(doc):
             if p.get("type") not in KNOWN_PANEL_TYPES:
                 yield error(
                     f"panel {p.get('title')!r} has unknown type {p.get('type')!r}",

@@ -1,9 +1,10 @@
 """Dashboard queries: where they are, how Grafana rewrites them, what they select.
 
 Grafana substitutes macros and template variables before PromQL ever sees a query; the real
-parser rejects ``[$__rate_interval]``. We substitute the values a default dashboard load would
-use, then parse with ``promql_parser`` (the Rust port of the Prometheus parser) and, later, run the
-result through the real ``promtool``.
+parser rejects ``[$__rate_interval]``. We substitute what a default dashboard load sends (the
+dashboard's own time range, every variable at All; :mod:`amtp_obs.grafana`, the same code the
+embedded dashboard and ``amtp-obs verify`` use), then parse with ``promql_parser`` (the Rust port
+of the Prometheus parser) and, later, run the result through the real ``promtool``.
 """
 
 from __future__ import annotations
@@ -11,23 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import promql_parser
 
-MACROS: Mapping[str, str] = {
-    "__rate_interval": "1m",
-    "__interval": "15s",
-    "__range": "3h",
-    "__interval_ms": "15000",
-    "__range_s": "10800",
-    "__range_ms": "10800000",
-}
-"""Values of Grafana's range macros for the dashboard's default time range (now-3h) and 15 s scrapes."""
+from amtp_obs.grafana import panels, templating
+from amtp_obs.grafana.timerange import DEFAULT_TIME_INTERVAL, TimeRange
 
-ALL_VALUE = ".*"
-
-_VAR = re.compile(r"\$\{(?P<braced>\w+)(?::(?P<fmt>[^}]*))?\}|\$(?P<named>\w+)|\[\[(?P<old>\w+)(?::[^\]]*)?\]\]")
 _LABEL_VALUES = re.compile(r"^\s*label_values\s*\((?P<args>.*)\)\s*$", re.S)
 _QUERY_RESULT = re.compile(r"^\s*query_result\s*\((?P<args>.*)\)\s*$", re.S)
 
@@ -51,6 +43,19 @@ class Query:
     datasource_uid: str | None = None
     line_hint: str = ""
     selectors: list[Selector] = field(default_factory=list)
+    context: Substitution | None = None
+    """What Grafana substitutes into this query (set by :func:`dashboard_queries`)."""
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """A default load of the query's dashboard: its time range, variables at All, the panel's intervals."""
+
+    time_range: TimeRange
+    scope: Mapping[str, templating.Selection]
+    panel: Mapping[str, Any] = field(default_factory=dict)
+    target: Mapping[str, Any] = field(default_factory=dict)
+    time_interval: float = DEFAULT_TIME_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -66,23 +71,22 @@ class Selector:
 _OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
 
 
-def substitute(text: str, variables: set[str]) -> str:
-    """Replace macros with their values and every dashboard variable with its All value.
+def substitute(text: str, q: Query) -> str:
+    """``text`` (the query or a part of it) as Grafana sends it for ``q``'s panel on a default load.
 
     Raises :class:`QueryError` for an unknown macro or a variable the dashboard does not define.
     """
-
-    def repl(m: re.Match[str]) -> str:
-        name = m.group("braced") or m.group("named") or m.group("old")
+    ctx = q.context
+    if ctx is None:
+        raise QueryError("no dashboard context to substitute in (not from dashboard_queries)")
+    out, _ = panels.prometheus_query(ctx.panel, ctx.target, ctx.time_range, ctx.scope, ctx.time_interval, text=text)
+    for name in sorted(templating.referenced(out)):
+        if name.isdigit():
+            continue  # $1 in label_replace() replacements is PromQL's, not Grafana's
         if name.startswith("__"):
-            if name in MACROS:
-                return MACROS[name]
             raise QueryError(f"unknown Grafana macro ${name}")
-        if name in variables:
-            return ALL_VALUE
         raise QueryError(f"uses ${name}, but the dashboard defines no variable {name!r}")
-
-    return _VAR.sub(repl, text)
+    return out
 
 
 def parse_selectors(expr: str) -> list[Selector]:
@@ -150,72 +154,72 @@ def split_label_values(text: str) -> tuple[str, str | None] | None:
     return "", args.strip()
 
 
-def dashboard_queries(doc: Mapping[str, Any], file: str, default_ds: str | None) -> Iterator[Query]:
-    """Every PromQL-bearing place of a dashboard: panel targets (rows included) and query variables."""
-    for var in (doc.get("templating") or {}).get("list") or []:
-        if not isinstance(var, dict) or var.get("type") != "query":
+def dashboard_queries(
+    doc: Mapping[str, Any],
+    file: str,
+    default_ds: str | None,
+    time_intervals: Mapping[str, float] | None = None,
+    now: datetime | None = None,
+) -> Iterator[Query]:
+    """Every PromQL-bearing place of a dashboard: panel targets (rows included) and query variables.
+
+    ``time_intervals`` maps a datasource uid to its ``jsonData.timeInterval`` (seconds).
+    """
+    time_range = panels.dashboard_time_range(doc, now)
+    scope = templating.offline_scope(doc)
+    intervals = time_intervals or {}
+
+    def context(uid: str | None, panel: Mapping[str, Any], target: Mapping[str, Any]) -> Substitution:
+        interval = intervals.get(uid or "", DEFAULT_TIME_INTERVAL)
+        return Substitution(time_range, scope, panel, target, interval)
+
+    for var in templating.variables(doc):
+        if var.get("type") != "query":
             continue
         q = var.get("query")
         text = q.get("query") if isinstance(q, dict) else q
         if not isinstance(text, str) or not text.strip():
             continue
+        uid = panels.datasource_uid(var.get("datasource"), default_ds)
         yield Query(
             file,
             f"variable ${var.get('name')}",
             text,
-            datasource_uid=_ds_uid(var.get("datasource"), default_ds),
+            datasource_uid=uid,
             line_hint=f'"name": "{var.get("name")}"',
+            context=context(uid, {}, {}),
         )
-    for panel in _panels(doc.get("panels") or []):
-        pds = _ds_uid(panel.get("datasource"), default_ds)
+    for panel in panels.iter_panels(doc):
+        pds = panels.datasource_uid(panel.get("datasource"), default_ds)
         for target in panel.get("targets") or []:
             if not isinstance(target, dict):
                 continue
-            uid = _ds_uid(target.get("datasource"), pds)
-            for key in ("expr",):
-                if isinstance(target.get(key), str) and target[key].strip():
-                    yield Query(
-                        file,
-                        f'panel "{panel.get("title")}" target {target.get("refId", "?")}',
-                        target[key],
-                        datasource_uid=uid,
-                        line_hint=f'"title": "{panel.get("title")}"',
-                    )
-
-
-def panels(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return list(_panels(doc.get("panels") or []))
-
-
-def _panels(items: list[Any]) -> Iterator[dict[str, Any]]:
-    for p in items:
-        if isinstance(p, dict):
-            yield p
-            yield from _panels(p.get("panels") or [])
-
-
-def _ds_uid(ds: Any, default: str | None) -> str | None:
-    if isinstance(ds, dict):
-        return str(ds["uid"]) if ds.get("uid") is not None else default
-    if isinstance(ds, str):
-        return ds
-    return default
+            uid = panels.datasource_uid(target.get("datasource"), pds)
+            if isinstance(target.get("expr"), str) and target["expr"].strip():
+                yield Query(
+                    file,
+                    f'panel "{panel.get("title")}" target {target.get("refId", "?")}',
+                    target["expr"],
+                    datasource_uid=uid,
+                    line_hint=f'"title": "{panel.get("title")}"',
+                    context=context(uid, panel, target),
+                )
 
 
 def datasource_refs(doc: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """(where, uid) of every datasource reference in a dashboard (panels, targets, variables)."""
     for var in (doc.get("templating") or {}).get("list") or []:
         if isinstance(var, dict) and isinstance(var.get("datasource"), dict | str):
-            uid = _ds_uid(var["datasource"], None)
+            uid = panels.datasource_uid(var["datasource"], None)
             if uid:
                 yield f"variable ${var.get('name')}", uid
-    for panel in _panels(doc.get("panels") or []):
+    for panel in panels.iter_panels(doc):
         title = panel.get("title")
-        uid = _ds_uid(panel.get("datasource"), None)
+        uid = panels.datasource_uid(panel.get("datasource"), None)
         if uid:
             yield f'panel "{title}"', uid
         for target in panel.get("targets") or []:
             if isinstance(target, dict):
-                tuid = _ds_uid(target.get("datasource"), None)
+                tuid = panels.datasource_uid(target.get("datasource"), None)
                 if tuid:
                     yield f'panel "{title}" target {target.get("refId", "?")}', tuid
