@@ -89,7 +89,7 @@ def test_prometheus_config_with_alerting_passes_promtool(files: runtime.Alerting
     base = Project(REPO, {}).load_yaml("infra/observability/prometheus.yml")
     cfg = runtime.add_alerting(base, rule_files=[files.rules_file], alertmanagers=["127.0.0.1:9093"])
     assert base.get("alerting") is None  # the input is not modified
-    assert cfg["rule_files"] == [str(files.rules_file)]
+    assert cfg["rule_files"] == [*(base.get("rule_files") or []), str(files.rules_file)]  # kept, then ours
     assert cfg["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["127.0.0.1:9093"]}]}]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(cfg))

@@ -156,6 +156,11 @@ def test_paused_and_nodata_states_listed() -> None:
     assert any("paused" in u for u in t.unsupported)
     t = translate(doc_with(base_rule(noDataState="NoData", execErrState="Error")), VARS)
     assert any("NoData" in u for u in t.unsupported) and any("execErrState Error" in u for u in t.unsupported)
+    # One line for all rules in that state, naming each.
+    doc = doc_with(base_rule(execErrState="Error"))
+    doc["groups"][0]["rules"].append(base_rule(uid="r2", title="Other", execErrState="Error"))
+    notes = [u for u in translate(doc, VARS).unsupported if "execErrState" in u]
+    assert len(notes) == 1 and notes[0].endswith("rule(s) r1, r2")
 
 
 @pytest.mark.parametrize(

@@ -254,6 +254,7 @@ def _translate_annotations(annotations: Mapping[str, Any], where: str, unsupport
 
 def _translate_rules(doc: Mapping[str, Any], for_override: str | None, unsupported: list[str]) -> dict[str, Any]:
     groups_out: list[dict[str, Any]] = []
+    exec_err_rules: dict[str, list[str]] = {}
     for gi, group in enumerate(doc.get("groups") or []):
         gwhere = f"groups[{gi}]"
         if not isinstance(group, dict) or not group.get("name"):
@@ -298,10 +299,7 @@ def _translate_rules(doc: Mapping[str, Any], for_override: str | None, unsupport
                 raise TranslationError(f"{where}: unknown noDataState {no_data!r}")
             exec_err = rule.get("execErrState", "Alerting")
             if exec_err != "OK":
-                unsupported.append(
-                    f"{where}: execErrState {exec_err} (query errors become alerts) has no Prometheus "
-                    "equivalent; a failing query shows as rule health 'err'"
-                )
+                exec_err_rules.setdefault(str(exec_err), []).append(str(rule.get("uid") or title))
             out: dict[str, Any] = {"alert": str(title), "expr": expr}
             duration = for_override or rule.get("for")
             if duration:
@@ -326,6 +324,12 @@ def _translate_rules(doc: Mapping[str, Any], for_override: str | None, unsupport
         if group.get("interval"):
             g_out["interval"] = str(group["interval"])
         groups_out.append(g_out)
+    # One line per state, naming the rules: the same note for every rule would bury the others.
+    for state, uids in exec_err_rules.items():
+        unsupported.append(
+            f"execErrState {state} (query errors become alerts) has no Prometheus equivalent; a failing "
+            f"query shows as rule health 'err' instead: rule(s) {', '.join(uids)}"
+        )
     return {"groups": groups_out}
 
 
