@@ -9,7 +9,6 @@ dashboard panel's query returns data. Every wait is bounded; polls use short int
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import re
 import subprocess
@@ -20,6 +19,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,27 +34,23 @@ from rich.table import Table
 from amtp_obs import contract, env
 from amtp_obs.accounting import rules
 from amtp_obs.collector.prometheus_naming import normalize_label
+from amtp_obs.grafana.timerange import TimeRange
 from amtp_obs.otlp import attributes
 from amtp_obs.project import COLLECTOR_CONFIG, VERIFY_SCRIPT, Project, ProjectError
+from amtp_obs.verify_panels import (
+    Contradiction,
+    PanelQuery,
+    PanelQueryError,
+    panel_queries,
+    scrape_interval,
+    whole_runs,
+)
 
 TRACE_ID_RE = re.compile(r"[0-9a-f]{32}")
 """The design's extraction: ``grep -oE '[0-9a-f]{32}' | head -n 1``."""
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL_S = 0.5
 SCRIPT_TIMEOUT_S = 30.0
-RATE_INTERVAL = "1m"
-"""Grafana's ``$__rate_interval`` for a 15 s scrape interval: max(4 x 15 s, interval + 15 s)."""
-GRAFANA_MACROS = {
-    "$__rate_interval": RATE_INTERVAL,
-    "${__rate_interval}": RATE_INTERVAL,
-    "$__interval_ms": "15000",
-    "$__interval": "15s",
-    "${__interval}": "15s",
-    "$__range_s": "3600",
-    "$__range_ms": "3600000",
-    "$__range": "1h",
-    "${__range}": "1h",
-}
 TOTAL_WINDOW_MARGIN_S = 60
 """Seconds added before the emit: the rules read 15 s late and count in 15 s steps."""
 TOKEN_ATTRIBUTE = {
@@ -171,60 +167,6 @@ def spans_from_tempo_json(doc: dict[str, Any]) -> list[Span]:
                         s.kind,
                         attributes(s.attributes),
                         res,
-                    )
-                )
-    return out
-
-
-def substitute(query: str, variables: list[str]) -> str:
-    """Grafana macros -> fixed values, template variables -> ``.*`` (the dashboard's "All")."""
-    for macro, value in sorted(GRAFANA_MACROS.items(), key=lambda kv: -len(kv[0])):
-        query = query.replace(macro, value)
-    for var in sorted(variables, key=len, reverse=True):
-        query = re.sub(r"\$\{" + re.escape(var) + r"(?::[A-Za-z]+)?\}", ".*", query)
-        query = re.sub(r"\[\[" + re.escape(var) + r"\]\]", ".*", query)
-        query = re.sub(r"\$" + re.escape(var) + r"\b", ".*", query)
-    return query
-
-
-@dataclass
-class PanelQuery:
-    dashboard: str
-    panel: str
-    kind: str  # prometheus | tempo
-    query: str
-    ref: str
-
-
-def panel_queries(project: Project) -> list[PanelQuery]:
-    """Every visible target of every provisioned dashboard panel, macros and variables substituted."""
-    out: list[PanelQuery] = []
-    for path in project.dashboards():
-        try:
-            dash = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckFailed(f"{path.name}: not valid JSON: {exc}") from None
-        variables = [v.get("name", "") for v in (dash.get("templating") or {}).get("list", []) if v.get("name")]
-        panels = list(dash.get("panels") or [])
-        for p in list(panels):
-            panels.extend(p.get("panels") or [])  # rows hold collapsed panels
-        for panel in panels:
-            ds = panel.get("datasource") or {}
-            for t in panel.get("targets") or []:
-                if t.get("hide"):
-                    continue
-                tds = t.get("datasource") or ds
-                kind = (tds.get("type") if isinstance(tds, dict) else None) or ""
-                raw = t.get("expr") if kind == "prometheus" else t.get("query")
-                if kind not in ("prometheus", "tempo") or not raw:
-                    continue
-                out.append(
-                    PanelQuery(
-                        dash.get("title", path.stem),
-                        panel.get("title", "?"),
-                        kind,
-                        substitute(raw, variables),
-                        t.get("refId", "A"),
                     )
                 )
     return out
@@ -395,6 +337,17 @@ class Gate:
 
         return self.poll(look, budget=min(self.timeout, 45.0))
 
+    def runs_seen(self, window: int) -> int:
+        """How many verify runs Prometheus saw within ``window`` seconds (their run-id series)."""
+        assert self.facts is not None
+        run_label = normalize_label(self.facts.run_id_attribute)
+        service = f'{{{rules.SERVICE_LABEL}="{contract.VERIFY_SERVICE_NAME}"}}'
+        expr = (
+            f"count(count by ({run_label}) (last_over_time("
+            f"{contract.TOTAL_TOKENS.prometheus_name}{service}[{window}s])))"
+        )
+        return sum(int(float(s["value"][1])) for s in self.prom_query(expr))
+
     def check_total(self) -> str:
         """The exact-total path (accounting rules), as the dashboard's stats read it, counts this run.
 
@@ -405,26 +358,18 @@ class Gate:
             raise Skipped("verify_trace.py did not run")
         per_run = self.facts.tokens[contract.TOTAL_TOKENS.instrument]
         service = f'{{{rules.SERVICE_LABEL}="{contract.VERIFY_SERVICE_NAME}"}}'
-        run_label = normalize_label(self.facts.run_id_attribute)
 
         def look() -> tuple[bool, str]:
             window = math.ceil(time.time() - self.emitted_at) + TOTAL_WINDOW_MARGIN_S
             expr = rules.total_expr(contract.TOTAL_TOKENS, selector=service, range_=f"{window}s")
             got = sum(float(s["value"][1]) for s in self.prom_query(expr))
-            seen_expr = (
-                f"count(count by ({run_label}) (last_over_time("
-                f"{contract.TOTAL_TOKENS.prometheus_name}{service}[{window + TOTAL_WINDOW_MARGIN_S}s])))"
-            )
-            seen = sum(int(float(s["value"][1])) for s in self.prom_query(seen_expr))
-            runs = got / per_run
-            if got < per_run:
+            try:
+                runs = whole_runs(got, per_run, self.runs_seen(window + TOTAL_WINDOW_MARGIN_S))
+            except Contradiction as exc:
+                raise CheckFailed(f"{expr} = {exc}") from None
+            if runs is None:
                 return False, f"{expr} = {got:g}, want {per_run} (this run) once the rules have read it"
-            if not runs.is_integer() or runs > max(seen, 1):
-                raise CheckFailed(
-                    f"{expr} = {got:g}: not a whole number of runs of {per_run} tokens, or more runs than the "
-                    f"{seen} Prometheus saw (a double count or a lost token)"
-                )
-            return True, f"{got:g} tokens = {int(runs)} run(s) x {per_run} (exact total over {window} s)"
+            return True, f"{got:g} tokens = {runs} run(s) x {per_run} (exact total over {window} s)"
 
         return self.poll(look, budget=min(self.timeout, 60.0))
 
@@ -441,9 +386,36 @@ class Gate:
 
         return self.poll(look, budget=min(self.timeout, 45.0))
 
+    def panel_range(self) -> TimeRange:
+        """From just before the emit (or the last hour when nothing was emitted) to now."""
+        end = datetime.now(UTC)
+        if self.emitted_at is None:
+            return TimeRange(end - timedelta(hours=1), end, "now-1h", "now")
+        start = datetime.fromtimestamp(math.floor(self.emitted_at) - TOTAL_WINDOW_MARGIN_S, UTC)
+        return TimeRange(start, end, str(int(start.timestamp() * 1000)), "now")
+
     def check_panels(self) -> list[Result]:
-        """One result per panel target, polled together until each returns data or time runs out."""
-        queries = panel_queries(self.project)
+        """One result per panel target, polled together until each returns data or time runs out.
+
+        The queries are Grafana's for a range starting just before the emit, the service variables
+        set to the verify service and ``$__rate_interval`` from the running Prometheus' scrape
+        interval (:func:`amtp_obs.verify_panels.scrape_interval` says why). A panel fails on no data,
+        and an exact-total token panel also when its value is not a whole number of runs.
+        """
+        try:
+            scrape = scrape_interval(self.client, self.endpoints.prometheus)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise CheckFailed(f"cannot read Prometheus' scrape interval: {exc}") from None
+
+        def build() -> list[PanelQuery]:
+            try:
+                return panel_queries(
+                    self.project, self.panel_range(), service=contract.VERIFY_SERVICE_NAME, time_interval=scrape
+                )
+            except PanelQueryError as exc:
+                raise CheckFailed(str(exc)) from None
+
+        queries = build()
         if not queries:
             raise CheckFailed("no panel queries found in the provisioned dashboards")
         start = time.monotonic()
@@ -451,10 +423,15 @@ class Gate:
         done: dict[int, Result] = {}
         deadline = start + min(self.timeout, 45.0)
         while pending:
+            queries = build()  # the range ends now: $__range grows with every round
             for i in list(pending):
                 q = queries[i]
                 try:
                     ok, detail = self.run_panel(q)
+                except Contradiction as exc:
+                    done[i] = Result(self.panel_name(q), "fail", f"{q.query} = {exc}", time.monotonic() - start)
+                    del pending[i]
+                    continue
                 except CheckFailed as exc:
                     ok, detail = False, str(exc)
                 if ok:
@@ -479,7 +456,16 @@ class Gate:
             if not series:
                 return False, f"{q.query} returned no series"
             values = [s["value"][1] for s in series if "value" in s]
-            return True, f"{len(series)} series, e.g. {values[0] if values else '?'}"
+            counter = q.exact_total
+            per_run = self.facts.tokens.get(counter.instrument) if self.facts and counter else None
+            if counter is None or per_run is None or self.emitted_at is None:
+                return True, f"{len(series)} series, e.g. {values[0] if values else '?'}"
+            got = sum(float(v) for v in values)
+            window = math.ceil(time.time() - self.emitted_at) + 2 * TOTAL_WINDOW_MARGIN_S
+            runs = whole_runs(got, per_run, self.runs_seen(window))
+            if runs is None:
+                return False, f"{q.query} = {got:g}, want at least this run's {per_run}"
+            return True, f"{got:g} = {runs} verify run(s) x {per_run} {counter.instrument}"
         r = self.client.get(f"{self.endpoints.tempo}/api/search", params={"q": q.query, "limit": 20})
         if r.status_code != 200:
             raise CheckFailed(f"Tempo /api/search rejected {q.query!r}: HTTP {r.status_code} {r.text[:200]}")

@@ -11,21 +11,15 @@ import promql_parser
 from rich.console import Console
 
 from amtp_obs import contract
+from amtp_obs.grafana.timerange import TimeRange
 from amtp_obs.project import Project
-from amtp_obs.verify import Result, panel_queries, run_verify, spans_from_tempo_json, substitute, write_junit
-
-
-def test_substitute_macros_and_variables() -> None:
-    q = 'sum(rate(x{service_name=~"$service_name", s=~"${span_name}", t=~"[[span_name]]"}[$__rate_interval]))'
-    out = substitute(q, ["service_name", "span_name"])
-    assert out == 'sum(rate(x{service_name=~".*", s=~".*", t=~".*"}[1m]))'
-    # A variable that prefixes another is not half-replaced.
-    assert substitute("$span $span_name", ["span", "span_name"]) == ".* .*"
+from amtp_obs.verify import Result, run_verify, spans_from_tempo_json, write_junit
+from amtp_obs.verify_panels import panel_queries
 
 
 def test_every_provisioned_panel_query_parses(project: Project) -> None:
     assert project.dashboards(), "the project provisions no dashboard"
-    queries = panel_queries(project)
+    queries = panel_queries(project, TimeRange.parse("now-1h", "now"), service=contract.VERIFY_SERVICE_NAME)
     assert queries, "dashboards exist but no panel query was found"
     kinds = {q.kind for q in queries}
     assert "prometheus" in kinds
