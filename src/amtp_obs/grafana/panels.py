@@ -121,7 +121,8 @@ def prometheus_query(
 
 def dashboard_time_range(doc: Mapping[str, Any], now: datetime | None = None) -> TimeRange:
     """The dashboard's own default time range (its ``time``), as Grafana opens it."""
-    time = doc.get("time") if isinstance(doc.get("time"), Mapping) else {}
+    raw = doc.get("time")
+    time: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     try:
         return TimeRange.parse(str(time.get("from") or DEFAULT_TIME[0]), str(time.get("to") or DEFAULT_TIME[1]), now)
     except TimeRangeError:
