@@ -148,3 +148,26 @@ def test_verify_reads_the_provisioned_dashboards() -> None:
     _, doc = _dashboard()
     provisioned = [q for q in dashboard_panel_queries(doc, tr) if q.panel not in {p["title"] for p in EXTRA_PANELS}]
     assert panel_queries(Project(REPO, {}), tr) == provisioned
+
+
+def test_check_names_what_grafana_would_leave_unsubstituted() -> None:
+    doc = {
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": [{"name": "svc", "type": "query", "includeAll": True, "allValue": ".*"}]},
+        "panels": [
+            {"type": "stat", "title": "t", "datasource": PROM, "targets": [{"refId": "A", "expr": e}]}
+            for e in (
+                'label_replace(up{s=~"$svc"}, "x", "$1", "job", "(.*)")[$__range:]',
+                "rate(up[$__rate_interva])",
+                'up{s="$nope"}',
+            )
+        ],
+    }
+    queries = list(promql.dashboard_queries(doc, "d.json", "prometheus", now=NOW))
+    assert (
+        promql.substitute(queries[0].raw, queries[0]) == 'label_replace(up{s=~".*"}, "x", "$1", "job", "(.*)")[3600s:]'
+    )
+    with pytest.raises(promql.QueryError, match=r"unknown Grafana macro \$__rate_interva"):
+        promql.substitute(queries[1].raw, queries[1])
+    with pytest.raises(promql.QueryError, match="defines no variable 'nope'"):
+        promql.substitute(queries[2].raw, queries[2])
