@@ -111,7 +111,8 @@ def _spanset(doc: dict, tid: bytes) -> dict[str, Any]:
 
 def test_a_retried_export_shows_each_span_once(exporter: Exporter, http: httpx.Client) -> None:
     """pkg/model/trace/combine.go (v2.4.1) Combiner: spans are deduplicated by (span id, kind) within a
-    trace, so an export delivered twice reads back once and search's ``matched`` is not doubled."""
+    trace, so an export delivered twice reads back once by id. Search deduplicates too (issue 11), where
+    a build of Tempo v2.4.1 answers each copy (README: deliberate difference)."""
     tid, root = new_id(16), new_id(8)
     req = request("svc", [span(tid, "root", span_id=root), span(tid, "child", parent=root)])
     assert exporter.export(req)[0] == grpc.StatusCode.OK
@@ -145,35 +146,38 @@ def family(exporter: Exporter) -> dict[str, bytes]:
     return {"tid": tid, **ids}
 
 
-def _names(http: httpx.Client, query: str, tid: bytes) -> list[str] | None:
+def _names(http: httpx.Client, query: str, family: dict[str, bytes]) -> list[str] | None:
+    """Names of the spans the query returns in the family trace (by span id: the search answer carries
+    a span's name only when the query reads ``name``)."""
     doc = _search(http, query, spss=10)
-    hits = [t for t in doc["traces"] if t["traceID"] == tid.hex().lstrip("0")]
+    hits = [t for t in doc["traces"] if t["traceID"] == family["tid"].hex().lstrip("0")]
     if not hits:
         return None
-    return sorted(s["name"] for s in hits[0]["spanSet"]["spans"])
+    by_id = {v.hex(): k for k, v in family.items() if k != "tid"}
+    return sorted(by_id[s["spanID"]] for s in hits[0]["spanSet"]["spans"])
 
 
 def test_structural_operators(http: httpx.Client, family: dict[str, bytes]) -> None:
     """pkg/traceql/expr.y and ast_execute.go SpansetOperation (v2.4.1): each relation returns the right-hand
     spans; ``>`` child, ``<`` parent, ``>>`` descendant, ``<<`` ancestor, ``~`` sibling, ``!``-forms the
     right-hand spans with no such relation (vparquet3 block_traceql.go ChildOf/DescendantOf/SiblingOf)."""
-    tid = family["tid"]
+    family["tid"]
     root = '{ name = "root" }'
     a = '{ name = "a" }'
     every = "{ }"
-    assert _names(http, f"{root} > {every}", tid) == ["a", "b"]
-    assert _names(http, f"{root} >> {every}", tid) == ["a", "a1", "b"]
-    assert _names(http, f'{{ name = "a1" }} < {every}', tid) == ["a"]
-    assert _names(http, f'{{ name = "a1" }} << {every}', tid) == ["a", "root"]
-    assert _names(http, f"{a} ~ {every}", tid) == ["b"]
-    assert _names(http, f"{root} !> {every}", tid) == ["a1", "root"]
-    assert _names(http, f"{root} !>> {every}", tid) == ["root"]
-    assert _names(http, f'{{ name = "a1" }} !< {every}', tid) == ["a1", "b", "root"]
-    assert _names(http, f'{{ name = "a1" }} !<< {every}', tid) == ["a1", "b"]
-    assert _names(http, f"{a} !~ {every}", tid) == ["a", "a1", "root"]
-    assert _names(http, f'{root} > {{ name = "a1" }}', tid) is None
+    assert _names(http, f"{root} > {every}", family) == ["a", "b"]
+    assert _names(http, f"{root} >> {every}", family) == ["a", "a1", "b"]
+    assert _names(http, f'{{ name = "a1" }} < {every}', family) == ["a"]
+    assert _names(http, f'{{ name = "a1" }} << {every}', family) == ["a", "root"]
+    assert _names(http, f"{a} ~ {every}", family) == ["b"]
+    assert _names(http, f"{root} !> {every}", family) == ["a1", "root"]
+    assert _names(http, f"{root} !>> {every}", family) == ["root"]
+    assert _names(http, f'{{ name = "a1" }} !< {every}', family) == ["a1", "b", "root"]
+    assert _names(http, f'{{ name = "a1" }} !<< {every}', family) == ["a1", "b"]
+    assert _names(http, f"{a} !~ {every}", family) == ["a", "a1", "root"]
+    assert _names(http, f'{root} > {{ name = "a1" }}', family) is None
     # structural operators bind tighter than && (expr.y %left order)
-    assert _names(http, f'{{ name = "b" }} && {root} > {a}', tid) == ["a", "b"]
+    assert _names(http, f'{{ name = "b" }} && {root} > {a}', family) == ["a", "b"]
 
 
 def test_pipelines_and_aggregates(http: httpx.Client, family: dict[str, bytes]) -> None:
@@ -184,18 +188,18 @@ def test_pipelines_and_aggregates(http: httpx.Client, family: dict[str, bytes]) 
     doc = _search(http, '{ resource.service.name = "fam" } | count() > 3')
     ss = _spanset(doc, tid)
     assert ss["matched"] == 4 and ss["attributes"] == [{"key": "count()", "value": {"intValue": "4"}}]
-    assert _names(http, '{ resource.service.name = "fam" } | count() > 4', tid) is None
-    assert _names(http, "{ span.n >= 2 } | count() = 3", tid) == ["a", "a1", "b"]
-    assert _names(http, "{ } | avg(span.n) = 2.5", tid) is not None
-    assert _names(http, "{ } | avg(span.n) > 2.5", tid) is None
-    assert _names(http, "{ } | min(span.n) = 1 | max(span.n) = 4", tid) is not None
-    assert _names(http, "{ } | sum(span.n) = 10", tid) is not None
-    assert _names(http, "{ } | sum(span.n) < 10", tid) is None
+    assert _names(http, '{ resource.service.name = "fam" } | count() > 4', family) is None
+    assert _names(http, "{ span.n >= 2 } | count() = 3", family) == ["a", "a1", "b"]
+    assert _names(http, "{ } | avg(span.n) = 2.5", family) is not None
+    assert _names(http, "{ } | avg(span.n) > 2.5", family) is None
+    assert _names(http, "{ } | min(span.n) = 1 | max(span.n) = 4", family) is not None
+    assert _names(http, "{ } | sum(span.n) = 10", family) is not None
+    assert _names(http, "{ } | sum(span.n) < 10", family) is None
     ss = _spanset(_search(http, '{ resource.service.name = "fam" } | max(duration) > 90ms'), tid)
     assert ss["attributes"] == [{"key": "max(duration)", "value": {"stringValue": "100ms"}}]
-    assert _names(http, "{ } | avg(duration) < 40ms", tid) is None  # (100+40+10+20)/4 = 42.5ms
+    assert _names(http, "{ } | avg(duration) < 40ms", family) is None  # (100+40+10+20)/4 = 42.5ms
     # a later spanset filter narrows the spans, a scalar filter then sees only those
-    assert _names(http, '{ } | { name =~ "a.*" } | count() = 2', tid) == ["a", "a1"]
+    assert _names(http, '{ } | { name =~ "a.*" } | count() = 2', family) == ["a", "a1"]
 
 
 def test_select_adds_attributes_to_the_spans(http: httpx.Client, family: dict[str, bytes]) -> None:
@@ -203,7 +207,7 @@ def test_select_adds_attributes_to_the_spans(http: httpx.Client, family: dict[st
     (the fetch layer reads them), spans without one just lack it."""
     tid = family["tid"]
     doc = _search(http, '{ name = "root" || name = "b" } | select(span.tier, span.x)', spss=10)
-    spans = {s["name"]: s for s in _spanset(doc, tid)["spans"]}
+    spans = {s["name"]: s for s in _spanset(doc, tid)["spans"]}  # the query reads name: it comes back
     root_attrs = {a["key"]: a["value"] for a in spans["root"]["attributes"]}
     assert root_attrs["tier"] == {"stringValue": "top"} and "x" not in root_attrs
     assert {a["key"]: a["value"] for a in spans["b"]["attributes"]}["x"] == {"doubleValue": 1.5}
@@ -221,7 +225,7 @@ def test_by_and_coalesce(http: httpx.Client, family: dict[str, bytes]) -> None:
     assert by_status["attributes"] == [{"key": "by(status)", "value": {"stringValue": "unset"}}]
     grouped = '({ resource.service.name = "fam" } | by(span.tier)) > { }'
     assert http.get("/api/search", params={"q": grouped}).status_code == 400
-    assert _names(http, '({ resource.service.name = "fam" } | by(span.tier) | coalesce()) > { }', tid) == [
+    assert _names(http, '({ resource.service.name = "fam" } | by(span.tier) | coalesce()) > { }', family) == [
         "a",
         "a1",
         "b",
@@ -230,19 +234,19 @@ def test_by_and_coalesce(http: httpx.Client, family: dict[str, bytes]) -> None:
 
 def test_and_or_bind_equally(http: httpx.Client, family: dict[str, bytes]) -> None:
     """expr.y (v2.4.1) ``%left AND OR``: one precedence, left to right, in spansets and field expressions."""
-    tid = family["tid"]
+    family["tid"]
     # (n = 1 || n = 2) && n = 2   -> only a; with && binding tighter it would be root and a
-    assert _names(http, "{ span.n = 1 || span.n = 2 && span.n = 2 }", tid) == ["a"]
+    assert _names(http, "{ span.n = 1 || span.n = 2 && span.n = 2 }", family) == ["a"]
 
 
 def test_numbers_keep_their_type(http: httpx.Client, family: dict[str, bytes]) -> None:
     """vparquet3 block_traceql.go createAttributeIterator (v2.4.1): an int literal is matched against the
     int column only, a float literal against the float column only."""
-    tid = family["tid"]
-    assert _names(http, "{ span.n = 2 }", tid) == ["a"]
-    assert _names(http, "{ span.n = 2.0 }", tid) is None
-    assert _names(http, "{ span.x = 1.5 }", tid) == ["b"]
-    assert _names(http, "{ span.x > 1 }", tid) is None
+    family["tid"]
+    assert _names(http, "{ span.n = 2 }", family) == ["a"]
+    assert _names(http, "{ span.n = 2.0 }", family) is None
+    assert _names(http, "{ span.x = 1.5 }", family) == ["b"]
+    assert _names(http, "{ span.x > 1 }", family) is None
 
 
 def test_tags_search_reads_string_values_only(exporter: Exporter, http: httpx.Client) -> None:
@@ -396,17 +400,25 @@ def test_new_counters_start_at_zero_histograms_do_not(tmp_path: Path) -> None:
 def test_time_parameters_as_each_api_reads_them(exporter: Exporter, http: httpx.Client) -> None:
     """pkg/api/http.go (v2.4.1): search refuses a start without an end (end reads as 0, "start must be
     before end"); trace by id only orders a full window and answers from the ingesters whatever it
-    says (ValidateAndSanitizeRequest); pkg/api/search_tags.go parses the tag APIs' start/end without
-    comparing them."""
+    says (ValidateAndSanitizeRequest). Checked against a Tempo 2.4.1 built from its tag."""
     tid = new_id(16)
     assert exporter.export(request("timing", [span(tid, "op")]))[0] == grpc.StatusCode.OK
     alone = http.get("/api/search", params={"q": "{}", "start": "1700000000"})
     assert alone.status_code == 400 and "received start=1700000000 end=0" in alone.text
-    assert http.get("/api/search", params={"q": "{}", "end": "1700000000"}).status_code == 200
+    end_alone = http.get("/api/search", params={"q": "{}", "end": "1700000000"})  # 1700000000 s since 0 > 168h
+    assert end_alone.status_code == 400 and "exceeds 168h0m0s" in end_alone.text
     window = {"start": "1600000000", "end": "1600000100"}
     assert http.get(f"/api/traces/{tid.hex()}", params=window).status_code == 200
     assert http.get(f"/api/traces/{tid.hex()}", params={"start": "1900000000"}).status_code == 200
+    # modules/frontend/tagsharding.go and searchsharding.go: end - start on uint32 seconds must not exceed
+    # query_frontend.search.max_duration (168h): a start alone or a reversed pair wraps around
     for path in ("/api/search/tags", "/api/v2/search/tags", "/api/search/tag/service.name/values"):
-        assert http.get(path, params={"start": "20"}).status_code == 200, path
-        assert http.get(path, params={"start": "20", "end": "10"}).status_code == 200, path
+        alone = http.get(path, params={"start": "20"})
+        assert alone.status_code == 400, path
+        assert alone.text == "range specified by start and end exceeds 168h0m0s. received start=20 end=0"
+        assert http.get(path, params={"start": "20", "end": "10"}).status_code == 400, path
+        assert http.get(path, params={"start": "10", "end": "20"}).status_code == 200, path
+        assert http.get(path, params={"end": "20"}).status_code == 200, path
         assert http.get(path, params={"start": "soon"}).status_code == 400, path
+    week = http.get("/api/search", params={"q": "{}", "start": "1700000000", "end": str(1700000000 + 8 * 86400)})
+    assert week.status_code == 400 and week.text.startswith("range specified by start and end exceeds 168h0m0s")

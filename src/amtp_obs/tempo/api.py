@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from amtp_obs.durations import parse_duration
 from amtp_obs.tempo import search as s
 
 if TYPE_CHECKING:
@@ -35,9 +36,16 @@ def trace_json(td: TracesData) -> bytes:
     return json.dumps({"batches": doc.get("resourceSpans", [])}, separators=(",", ":")).encode()
 
 
+def search_max_duration(query_frontend: dict[str, Any] | None) -> float:
+    """``query_frontend.search.max_duration`` in seconds (168h unless set; 0 turns the check off)."""
+    raw = ((query_frontend or {}).get("search") or {}).get("max_duration")
+    return s.DEFAULT_MAX_SEARCH_DURATION if raw is None else parse_duration(str(raw))
+
+
 def build_api(tempo: TempoApp) -> Starlette:
     metrics = tempo.metrics
     prefix = tempo.cfg.http_api_prefix.rstrip("/")
+    max_search = search_max_duration(tempo.cfg.query_frontend)
 
     def endpoint(route: str, fn: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:
@@ -103,24 +111,30 @@ def build_api(tempo: TempoApp) -> Starlette:
 
     async def search(request: Request) -> Response:
         req = s.parse_search_request(request.query_params)
+        s.check_max_duration(request.query_params, max_search)
         if (r := need_store()) is not None:
             return r
         result = await asyncio.to_thread(s.search, tempo.store, req)
         return JSONResponse(result)
 
     async def tags_v1(request: Request) -> Response:
+        s.check_max_duration(request.query_params, max_search)
         return JSONResponse(s.tag_names_v1(tempo.store, request.query_params))
 
     async def tags_v2(request: Request) -> Response:
+        s.check_max_duration(request.query_params, max_search)
         return JSONResponse(s.tag_names_v2(tempo.store, request.query_params))
 
     async def values_v1(request: Request) -> Response:
+        s.check_max_duration(request.query_params, max_search)
         return JSONResponse(s.tag_values_v1(tempo.store, request.path_params["name"], request.query_params))
 
     async def values_v2(request: Request) -> Response:
         # a ``q`` filter walks the stored traces: off the event loop, like search
         name, params = request.path_params["name"], request.query_params
-        return JSONResponse(await asyncio.to_thread(s.tag_values_v2, tempo.store, name, params))
+        s.check_max_duration(params, max_search)
+        filtering = tempo.cfg.autocomplete_filtering_enabled
+        return JSONResponse(await asyncio.to_thread(s.tag_values_v2, tempo.store, name, params, filtering))
 
     async def flush(request: Request) -> Response:
         if (r := need_store()) is not None:

@@ -107,8 +107,26 @@ def time_range(params: Any) -> tuple[int | None, int | None]:
 
 
 def tag_time_range(params: Any) -> tuple[int | None, int | None]:
-    """pkg/api/search_tags.go (v2.4.1): the tag APIs parse start and end but never compare them."""
+    """pkg/api/search_tags.go (v2.4.1): the tag APIs parse start and end without comparing them; the
+    query frontend's range check (:func:`check_max_duration`) then refuses a bad pair."""
     return _int_param(params, "start"), _int_param(params, "end")
+
+
+DEFAULT_MAX_SEARCH_DURATION = 168 * 3600
+"""query_frontend.search.max_duration's default (modules/frontend/config.go, 168h)."""
+
+
+def check_max_duration(params: Any, max_seconds: float = DEFAULT_MAX_SEARCH_DURATION) -> None:
+    """modules/frontend/searchsharding.go and tagsharding.go (v2.4.1): ``end - start`` computed on uint32
+    seconds, so an end before the start (or a start alone, end 0) wraps around and exceeds it too."""
+    if not max_seconds:
+        return
+    start, end = _int_param(params, "start") or 0, _int_param(params, "end") or 0
+    if (end - start) % 2**32 > max_seconds:
+        raise BadRequest(
+            f"range specified by start and end exceeds {format_go_duration(int(max_seconds * 1e9))}."
+            f" received start={start} end={end}"
+        )
 
 
 def trace_time_range(params: Any) -> tuple[int | None, int | None]:
@@ -225,15 +243,18 @@ def _tag_matches(view: traceql.SpanView, key: str, want: str) -> bool:
     return False
 
 
+NAME_ATTR = traceql.Attr("intrinsic", "name")
+
+
 def _span_json(view: traceql.SpanView, attrs: list[traceql.Attr]) -> dict[str, Any]:
-    """engine.go asTraceSearchMetadata: the span's id, name, times and every attribute the query read."""
+    """engine.go asTraceSearchMetadata: the span's id, times and every attribute the query read (its
+    name too when the query read it)."""
     s = view.span
-    out: dict[str, Any] = {
-        "spanID": s.span_id.hex(),
-        "name": s.name,
-        "startTimeUnixNano": str(s.start_time_unix_nano),
-        "durationNanos": str(view.duration),
-    }
+    out: dict[str, Any] = {"spanID": s.span_id.hex()}
+    if NAME_ATTR in attrs:  # Tempo sets the name only when the query fetched it
+        out["name"] = s.name
+    out["startTimeUnixNano"] = str(s.start_time_unix_nano)
+    out["durationNanos"] = str(view.duration)
     kvs = []
     for a in attrs:
         if a.scope == "intrinsic":
@@ -489,8 +510,9 @@ def _filtered_values(store: TraceStore, attr: traceql.Attr, query: traceql.Query
     return out
 
 
-def tag_values_v2(store: TraceStore, name: str, params: Any) -> dict[str, Any]:
-    """``q`` narrows the values to spans matching its conditions (autocomplete_filtering_enabled, on by default)."""
+def tag_values_v2(store: TraceStore, name: str, params: Any, filtering: bool = True) -> dict[str, Any]:
+    """``q`` narrows the values to spans matching its conditions unless ``autocomplete_filtering_enabled``
+    is off (on by default in 2.4)."""
     tag_time_range(params)
     try:
         attr = traceql._Parser(name).operand()
@@ -501,7 +523,7 @@ def tag_values_v2(store: TraceStore, name: str, params: Any) -> dict[str, Any]:
             f"please provide a valid tagName: {name!r} is not a scoped TraceQL attribute "
             "(span.<name>, resource.<name>, .<name> or an intrinsic such as name or status)"
         )
-    matchers = extract_matchers(params.get("q") or "")
+    matchers = extract_matchers(params.get("q") or "") if filtering else "{}"
     query = None
     if matchers != "{}":
         try:
