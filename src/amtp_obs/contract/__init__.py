@@ -200,6 +200,13 @@ TOKEN_DETAILS: Final = (
 """
 
 REQUIRED_METRIC_ATTRIBUTES: Final = (LLM_MODEL, LLM_PROVIDER, GEN_AI_SYSTEM)
+
+# Bounded metric labels (docs/accounting.md, "Series that scale"): counters carry a normalised model
+# name, at most LLM_MODEL_LABEL_LIMIT distinct ones per process, further ones as the overflow value.
+LLM_MODEL_LABEL_MAX_LENGTH: Final = 64
+LLM_MODEL_LABEL_LIMIT: Final = 64
+LLM_MODEL_OVERFLOW: Final = "_overflow_"
+"""``llm.model`` on counters once a process has used more distinct models than the limit."""
 """Attributes every contract counter data point carries."""
 
 METRICS_NAMESPACE: Final = "llm"

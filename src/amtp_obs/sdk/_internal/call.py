@@ -77,7 +77,7 @@ def _attribute_sets(
         contract.GEN_AI_PROVIDER_NAME: p,
         contract.GEN_AI_REQUEST_STREAM: bool(stream),
     }
-    metric_attrs = {contract.LLM_MODEL: m, contract.LLM_PROVIDER: p, contract.GEN_AI_SYSTEM: p}
+    metric_attrs = {contract.LLM_MODEL: t.model_labels.label(m), contract.LLM_PROVIDER: p, contract.GEN_AI_SYSTEM: p}
     assert tuple(metric_attrs) == contract.REQUIRED_METRIC_ATTRIBUTES
     if len(t.attr_cache) >= _ATTR_CACHE_MAX:  # bounded: a runaway set of model names cannot leak
         t.attr_cache.clear()

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from amtp_obs.sdk._internal.usage import Usage
+from amtp_obs.sdk._internal.labels import ModelLabels
+from amtp_obs.sdk._internal.usage import Usage
 
 OtlpProtocol = Literal["grpc", "http/protobuf"]
 """The OTLP transports the SDK can export with (``http/protobuf`` needs ``amtp-obs[http]``)."""
@@ -121,6 +122,8 @@ class Telemetry:
     owns_tracer_provider: bool = False
     owns_meter_provider: bool = False
     cost: CostHook | None = None
+    model_labels: ModelLabels = field(default_factory=ModelLabels, repr=False)
+    """Bounded ``llm.model`` values for the counters (labels.py)."""
     attr_cache: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict, repr=False)
     """(provider, model, request type, stream) -> span-start and metric attribute dicts (see call.py)."""
 
