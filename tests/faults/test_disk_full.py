@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 import harness
 from amtp_obs.collector.telemetry import EXPORTER_SEND_FAILED, metric_name
+from amtp_obs.tempo import TempoApp, TempoThread
 from amtp_obs.testing.poll import eventually
 from amtp_obs.testing.tools import in_ci
 from conftest import start
@@ -176,3 +177,26 @@ def test_disk_full_refuses_retryably_reports_it_and_loses_nothing(
             counts = _span_counts(tports.api, tid)
             assert set(counts) == ids and set(counts.values()) == {1}, f"trace {tid.hex()}: {counts}"
     assert "Traceback" not in tempo.log.read_text()
+
+
+def test_readiness_returns_when_space_returns_without_traffic(small_disk: Path, tmp_path: Path) -> None:
+    """Nothing retries here: the store's own probe must notice that the disk takes writes again."""
+    doc = harness.tempo_config(tmp_path / "tempo", harness.TempoPorts(), data=small_disk)
+    with TempoThread(TempoApp.from_config(doc)) as app:
+        filler = fill(small_disk)
+        body, _ = _batch(4, 2)
+        with grpc.insecure_channel(app.otlp_grpc_endpoint) as ch:
+            export = ch.unary_unary(harness.GRPC_EXPORT)
+            with pytest.raises(grpc.RpcError) as refused:
+                export(body, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "No space left on device" in (refused.value.details() or "")
+        ready = httpx.get(f"{app.http_url}/ready", timeout=5)
+        assert ready.status_code == 503 and "wal: No space left on device" in ready.text
+        time.sleep(1.5)  # probes while still full keep it not ready
+        assert httpx.get(f"{app.http_url}/ready", timeout=5).status_code == 503
+        filler.unlink()
+        assert eventually(lambda: httpx.get(f"{app.http_url}/ready", timeout=5).status_code == 200, 10, 0.2)
+        assert "tempo_ingester_storage_write_failing 0.0" in httpx.get(f"{app.http_url}/metrics").text
+        with grpc.insecure_channel(app.otlp_grpc_endpoint) as ch:
+            ch.unary_unary(harness.GRPC_EXPORT)(body, timeout=10)

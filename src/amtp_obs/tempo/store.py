@@ -6,7 +6,10 @@ added to the in-memory head and acknowledged. A head is cut at ``max_block_durat
 ``max_block_bytes``: the WAL rotates to a new segment and the sealed head is written as a block
 (data file + index of trace id -> offset, built in a temp directory and renamed into place), after
 which its WAL segment is deleted. Startup loads block indexes and replays the remaining segments,
-stopping at a torn last record. Lookups go through one dict of trace id -> locations.
+skipping torn or corrupt stretches; a segment is "already a block" only when a block carries its
+unique id, and segment numbers are never reused (issue 11). Damaged blocks are moved aside, a full
+disk is reported and refused retryably (docs/embedded.md, "Durability"). Lookups go through one
+dict of trace id -> locations.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ _NONE = 0xFFFF
 MAX_TAG_VALUES = 1000
 """Distinct values kept per tag key for the tag-values APIs."""
 TAGS_FILE = "tags.json"
+PROBE_FILE = ".write-probe"
+PROBE_BYTES = 4096
+"""While the WAL cannot be written, a page is written and fsync'd here every second to see whether it can."""
 FLUSH_FAILURE_LOG_PERIOD = 60.0
 """A block write that keeps failing (disk full) is logged once, then at most once a minute."""
 HEAD_MEMORY_CAP = 64 * 1024 * 1024
@@ -687,12 +693,30 @@ class TraceStore:
         return "; ".join(f"{k}: {v}" for k, v in sorted(self.storage_errors.items()))
 
     async def probe_storage(self) -> None:
-        """While the WAL cannot be written, try to make a fresh segment: readiness returns without traffic."""
+        """While the WAL cannot be written, check whether it can again: readiness returns without traffic."""
         if "wal" not in self.storage_errors or self._closed:
             return
         async with self._lock:
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._ensure_segment)
+                await asyncio.to_thread(self._probe_wal)
+
+    def _probe_wal(self) -> None:
+        """Write and fsync a page next to the WAL (and a segment, if there is none); raises OSError if it fails."""
+        seg = self._segment
+        if seg is None or seg.broken:
+            self._ensure_segment()
+            return
+        probe = self.wal_dir / PROBE_FILE
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, bytes(PROBE_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            probe.unlink(missing_ok=True)
+        self._storage_ok("wal")
 
     def _ensure_segment(self) -> None:
         """A segment that takes appends, sealing the head of a broken one; raises OSError when none can be made."""
