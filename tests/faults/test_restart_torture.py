@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import pytest
 
 import harness
 from amtp_obs.testing.poll import eventually
@@ -237,9 +238,12 @@ def _seed() -> int:
     return int(env) if env else random.SystemRandom().randrange(1, 2**31)
 
 
-def test_restart_torture_loses_nothing_acknowledged(procs: list[harness.Proc], tmp_path: Path) -> None:
+def test_restart_torture_loses_nothing_acknowledged(
+    procs: list[harness.Proc], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     seed = _seed()
-    print(f"restart torture seed {seed} (reproduce: {SEED_ENV}={seed})", flush=True)
+    with capsys.disabled():  # shown in every run's output, not only on failure
+        print(f"\nrestart torture seed {seed} (reproduce: {SEED_ENV}={seed})", flush=True)
     t = Torture(tmp_path, procs, seed)
     t0 = time.monotonic()
     try:
@@ -259,7 +263,9 @@ def test_restart_torture_loses_nothing_acknowledged(procs: list[harness.Proc], t
         f"ledger {len(t.ledger)} traces / {ledger_spans} spans, 0 lost; "
         f"lost in the collector's in-memory window (kill -9): {t.lost_in_collector} spans"
     )
-    print(summary + "\n" + "\n".join(t.log), flush=True)
+    with capsys.disabled():
+        print(summary, flush=True)
+    print("\n".join(t.log))
     _record(summary)
 
 
