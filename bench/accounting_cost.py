@@ -525,7 +525,7 @@ def create_blocks(files: Sequence[Path], tsdb: Path, window_h: int, advance: Cal
 
 
 @contextlib.contextmanager
-def prometheus(tsdb: Path, workdir: Path) -> Iterator[str]:
+def prometheus(tsdb: Path, workdir: Path) -> Iterator[tuple[str, harness.Proc]]:
     """The real prometheus on the built blocks, loopback only; compaction off so the block layout stays as built."""
     config = harness.write_yaml(workdir / "prometheus.yml", {"global": {"evaluation_interval": f"{STEP_S}s"}})
     port = free_port()
@@ -546,7 +546,7 @@ def prometheus(tsdb: Path, workdir: Path) -> Iterator[str]:
     )
     proc.start(timeout=120)
     try:
-        yield f"http://{LOOPBACK}:{port}"
+        yield f"http://{LOOPBACK}:{port}", proc
     finally:
         proc.stop()
 
@@ -562,6 +562,7 @@ class QueryResult:
     cold_ms: float
     warm_ms: list[float]
     eval_ms: list[float]
+    cpu_ms: list[float]
     by: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -579,12 +580,20 @@ def query(client: httpx.Client, url: str, promql: str, at: int) -> tuple[dict[st
     return body["data"], elapsed
 
 
-def measure(client: httpx.Client, url: str, name: str, promql: str, at: int, runs: int) -> QueryResult:
-    """One cold run (first touch since start; blocks in the page cache), then ``runs`` warm ones."""
+def measure(
+    client: httpx.Client, url: str, proc: harness.Proc, name: str, promql: str, at: int, runs: int
+) -> QueryResult:
+    """One cold run (first touch since start; blocks in the page cache), then ``runs`` warm ones.
+
+    Besides wall time, the CPU time Prometheus spent (from /proc, 10 ms ticks): on two shared cores
+    wall time measures the neighbours too, CPU time mostly the query.
+    """
     data, cold = query(client, url, promql, at)
-    warm, evals = [], []
+    warm, evals, cpu = [], [], []
     for _ in range(runs):
+        cpu0 = proc.cpu_seconds() or 0.0
         d, ms = query(client, url, promql, at)
+        cpu.append(((proc.cpu_seconds() or 0.0) - cpu0) * 1000)
         warm.append(ms)
         evals.append(float(d.get("stats", {}).get("timings", {}).get("evalTotalTime", 0.0)) * 1000)
     samples = data.get("stats", {}).get("samples", {})
@@ -601,6 +610,7 @@ def measure(client: httpx.Client, url: str, name: str, promql: str, at: int, run
         cold,
         warm,
         evals,
+        cpu,
         by if len(result) > 1 else {},
     )
 
@@ -669,14 +679,17 @@ def run(w: Workload, runs: int, workdir: Path, console: Console, *, check: bool 
         "tsdb_bytes": tsdb_bytes,
     }
     results: list[QueryResult] = []
-    with prometheus(tsdb, workdir) as url, httpx.Client(timeout=300) as client:
+    with prometheus(tsdb, workdir) as (url, proc), httpx.Client(timeout=300) as client:
         qs = queries(w)
         task = progress.add_task("queries", total=len(qs))
         with progress:
             for name, promql, at in qs:
-                results.append(measure(client, url, name, promql, at, runs))
+                results.append(measure(client, url, proc, name, promql, at, runs))
                 progress.advance(task)
-    out["queries"] = [asdict(r) | {"median_ms": r.median_ms} for r in results]
+    out["queries"] = [
+        asdict(r) | {"median_ms": r.median_ms, "median_cpu_ms": statistics.median(r.cpu_ms) if r.cpu_ms else None}
+        for r in results
+    ]
     procs = processes(w)
     out["live_expected"] = {
         "production (stale marker after the last scrape)": live_series_expected(
@@ -702,7 +715,8 @@ def report(out: dict[str, Any], console: Console) -> None:
         f"({d['files']} blocks of {d['block_hours']} h); TSDB {d['tsdb_bytes'] / 2**20:,.0f} MiB"
     )
     table = Table(title="queries (instant, at the end of the range)")
-    for col in ("query", "value", "series out", "samples read", "cold ms", "warm median ms", "warm range ms"):
+    columns = ("query", "value", "series out", "samples read", "cold ms", "warm median ms", "warm range ms", "CPU ms")
+    for col in columns:
         table.add_column(col, justify="right" if col != "query" else "left")
     for q in out["queries"]:
         warm = q["warm_ms"] or [q["cold_ms"]]
@@ -714,6 +728,7 @@ def report(out: dict[str, Any], console: Console) -> None:
             f"{q['cold_ms']:,.0f}",
             f"{q['median_ms']:,.0f}",
             f"{min(warm):,.0f}-{max(warm):,.0f}",
+            f"{q['median_cpu_ms']:,.0f}" if q["median_cpu_ms"] is not None else "-",
         )
     console.print(table)
     console.print(f"live series expected: {out['live_expected']}")
