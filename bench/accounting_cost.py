@@ -47,7 +47,6 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 import httpx  # noqa: E402
-import yaml  # noqa: E402
 from opentelemetry.sdk.version import __version__ as OTEL_SDK_VERSION  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
@@ -55,17 +54,31 @@ from rich.table import Table  # noqa: E402
 
 import harness  # noqa: E402
 from amtp_obs import contract  # noqa: E402
+from amtp_obs.accounting import rules  # noqa: E402
+from amtp_obs.collector.prometheus_naming import normalize_label  # noqa: E402
+from amtp_obs.durations import parse_duration  # noqa: E402
 from amtp_obs.net import LOOPBACK, free_port  # noqa: E402
-from amtp_obs.project import COLLECTOR_CONFIG, OBS_DIR, PROMETHEUS_CONFIG  # noqa: E402
+from amtp_obs.project import COLLECTOR_CONFIG, PROMETHEUS_CONFIG  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 RESULTS_FILE = ROOT / "artifacts" / "accounting-cost.json"
-RULES_FILE = OBS_DIR / "rules" / "accounting.rules.yml"
 
-STEP_S = 15
-"""Scrape and rule-evaluation interval in production (prometheus.yml, the rule group's interval)."""
-METRIC_EXPIRATION_S = 5 * 60
-"""How long the collector keeps exporting a finished process's series (otel-collector-config.yaml)."""
+
+def _production_cadence() -> tuple[int, int]:
+    """(step, metric_expiration) in seconds: production's scrape interval, which must equal the rules' step."""
+    proj = harness.project()
+    scrape = int(parse_duration(str(proj.load_yaml(PROMETHEUS_CONFIG)["global"]["scrape_interval"])))
+    step = int(parse_duration(rules.STEP))
+    if scrape != step:
+        raise SystemExit(
+            f"the model assumes one scrape per accounting step; {PROMETHEUS_CONFIG}: {scrape}s, rules: {step}s"
+        )
+    exporter = proj.load_yaml(COLLECTOR_CONFIG)["exporters"][harness.EXPORTER_PROMETHEUS]
+    return step, int(parse_duration(str(exporter["metric_expiration"])))
+
+
+STEP_S, METRIC_EXPIRATION_S = _production_cadence()
+"""Scrape interval = accounting step; how long the collector keeps exporting a finished process's series."""
 HOUR_S = 3600
 HOURLY_OFFSET_S = 60
 """The hourly rollup sums the 15 s increments one minute back, when they are surely written."""
@@ -73,22 +86,15 @@ START_EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z: a fixed origin, so runs are
 TSDB_RANGES_H = (2, 6, 18, 54, 162, 486)
 """Prometheus' compaction ranges (2h x 3^n); a block window must be one of them for promtool."""
 
-RAW = contract.PROMPT_TOKENS.prometheus_name
+COUNTER = contract.PROMPT_TOKENS
+RAW = COUNTER.prometheus_name
 RAW_FAMILY = RAW.removesuffix("_total")
-INCREMENT = "llm:prompt_tokens:increment"
+INCREMENT = COUNTER.increment_record
 HOURLY = "llm:prompt_tokens:increment_1h"
 """Proposed second-level rollup (this benchmark's proposal, not a rule the project records yet)."""
-SPARSE = "llm:prompt_tokens:increment_sparse"
+SPARSE = f"{INCREMENT}_sparse"
 """The increment rule with ``> 0`` (proposal): only the steps that account tokens, the same sums."""
-ROLLUP_LABELS = ("cluster", "service_name", "llm_provider", "llm_model")
 PROVIDERS = ("openai", "anthropic")
-
-DESIGN_INCREMENT_EXPR = f"""sum by ({", ".join(ROLLUP_LABELS)}) (
-    ({RAW} offset 15s - last_over_time({RAW}[1h] offset 30s)) >= 0
-  or
-    {RAW} offset 15s
-)"""
-"""The design's increment rule (issue 9); used when the project has no rules file yet."""
 HOURLY_EXPR = f"sum_over_time({INCREMENT}[59m59s999ms] offset {HOURLY_OFFSET_S}s)"
 """Windows (t-1h-1m, t-1m] at t = k x 1h tile time: each 15 s sample is summed exactly once."""
 
@@ -179,31 +185,32 @@ def group_labels(w: Workload, scrape: Scrape, group: int) -> dict[str, str]:
     """The rollup's labels of one (service, model) group."""
     service, model = divmod(group, w.models)
     provider = PROVIDERS[model % len(PROVIDERS)]
-    return {
-        "cluster": scrape.cluster,
-        "service_name": f"agent-{service:02d}",
-        "llm_provider": provider,
-        "llm_model": f"{provider}-model-{model}",
-    }
+    return dict(
+        zip(rules.BY, (scrape.cluster, f"agent-{service:02d}", provider, f"{provider}-model-{model}"), strict=True)
+    )
 
 
 def raw_labels(w: Workload, scrape: Scrape, p: Process) -> dict[str, str]:
     """A process's series labels as Prometheus stores them (the exporter's job/instance become exported_*)."""
     g = group_labels(w, scrape, p.group)
+    service, provider = g[rules.SERVICE_LABEL], g[normalize_label(contract.LLM_PROVIDER)]
+    resource_and_point = {
+        "service.instance.id": p.instance,
+        contract.LLM_PROVIDER: provider,
+        contract.LLM_MODEL: g[normalize_label(contract.LLM_MODEL)],
+        contract.GEN_AI_SYSTEM: provider,
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": OTEL_SDK_VERSION,
+    }
     return {
-        "cluster": scrape.cluster,
+        rules.CLUSTER_LABEL: scrape.cluster,
         "job": scrape.job,
         "instance": scrape.instance,
-        "exported_job": g["service_name"],
+        "exported_job": service,
         "exported_instance": p.instance,
-        "service_name": g["service_name"],
-        "service_instance_id": p.instance,
-        "llm_provider": g["llm_provider"],
-        "llm_model": g["llm_model"],
-        "gen_ai_system": g["llm_provider"],
-        "telemetry_sdk_language": "python",
-        "telemetry_sdk_name": "opentelemetry",
-        "telemetry_sdk_version": OTEL_SDK_VERSION,
+        rules.SERVICE_LABEL: service,
+        **{normalize_label(k): v for k, v in resource_and_point.items()},
     }
 
 
@@ -265,31 +272,18 @@ def hourly(w: Workload, fine: dict[int, dict[int, int]]) -> dict[int, dict[int, 
 # ---------------------------------------------------------------------------------------------
 
 
-def rules_doc() -> tuple[dict[str, Any], str]:
-    """The rule groups under test and where the increment rule came from.
-
-    The increment rule is the project's own (``infra/observability/rules/accounting.rules.yml``) when
-    that file records it; otherwise the design's expression from issue 9. The hourly rollup is this
-    benchmark's proposal, in a group of its own (interval 1h).
-    """
-    expr, source = DESIGN_INCREMENT_EXPR, "design expression (issue 9): no project rule file records it yet"
-    path = harness.project().path(RULES_FILE)
-    if path.is_file():
-        for group in (yaml.safe_load(path.read_text()) or {}).get("groups") or []:
-            for rule in group.get("rules") or []:
-                if rule.get("record") == INCREMENT:
-                    expr, source = rule["expr"], f"{RULES_FILE} (group {group.get('name')})"
-    doc = {
-        "groups": [
-            {
-                "name": "accounting",
-                "interval": f"{STEP_S}s",
-                "rules": [{"record": INCREMENT, "expr": expr}, {"record": SPARSE, "expr": f"({expr}) > 0"}],
-            },
-            {"name": "accounting-hourly", "interval": "1h", "rules": [{"record": HOURLY, "expr": HOURLY_EXPR}]},
-        ]
+def rules_doc() -> dict[str, Any]:
+    """The rule groups under test: the project's accounting group (amtp_obs.accounting.rules, what
+    ``accounting.rules.yml`` holds) for this class, plus the proposals: the sparse variant in the
+    same group and the hourly rollup in a group of its own (interval 1h)."""
+    group = rules.rule_group([COUNTER])
+    group["rules"].append({"record": SPARSE, "expr": f"({rules.increment_expr(RAW)}) > 0"})
+    hourly_group = {
+        "name": f"{rules.GROUP}-hourly",
+        "interval": "1h",
+        "rules": [{"record": HOURLY, "expr": HOURLY_EXPR}],
     }
-    return doc, source
+    return {"groups": [group, hourly_group]}
 
 
 def _selector(labels: dict[str, str]) -> str:
@@ -364,8 +358,7 @@ def overlaps(w: Workload) -> int:
 def check_rules(w: Workload, workdir: Path) -> dict[str, Any]:
     """Run ``promtool test rules``: the synthetic rollups must equal what the real rules compute."""
     workdir.mkdir(parents=True, exist_ok=True)
-    doc, source = rules_doc()
-    harness.write_yaml(workdir / "rules.yml", doc)
+    harness.write_yaml(workdir / "rules.yml", rules_doc())
     harness.write_yaml(workdir / "test.yml", rule_test_doc(w, collector_scrape(), "rules.yml"))
     res = subprocess.run(
         [tool("promtool"), "test", "rules", "test.yml"], cwd=workdir, capture_output=True, text=True, timeout=600
@@ -375,6 +368,7 @@ def check_rules(w: Workload, workdir: Path) -> dict[str, Any]:
             "promtool test rules: the synthetic rollup differs from the rule's:\n"
             f"{res.stdout[-4000:]}{res.stderr[-2000:]}"
         )
+    source = f"amtp_obs.accounting.rules ({rules.RULES_FILE}, group {rules.GROUP})"
     return {"increment_rule": source, "processes": w.processes, "groups": w.groups, "overlapping_pairs": overlaps(w)}
 
 
@@ -617,17 +611,17 @@ def measure(
 
 def queries(w: Workload) -> list[tuple[str, str, int]]:
     """(name, PromQL, evaluation time) of every measured query."""
-    r = f"{w.range_s}s"
+    r, by = f"{w.range_s}s", (rules.SERVICE_LABEL,)
     live_at = w.ts(w.steps - 1)
     return [
         ("raw total", f"sum(last_over_time({RAW}[{r}]))", w.end),
-        ("raw total by service", f"sum by (service_name) (last_over_time({RAW}[{r}]))", w.end),
-        ("rollup total (15 s)", f"sum(sum_over_time({INCREMENT}[{r}]))", w.end),
-        ("rollup total by service (15 s)", f"sum by (service_name) (sum_over_time({INCREMENT}[{r}]))", w.end),
+        ("raw total by service", f"sum by ({by[0]}) (last_over_time({RAW}[{r}]))", w.end),
+        ("rollup total (15 s)", rules.total_expr(COUNTER, range_=r), w.end),
+        ("rollup total by service (15 s)", rules.total_expr(COUNTER, range_=r, by=by), w.end),
         ("sparse rollup total (15 s, > 0)", f"sum(sum_over_time({SPARSE}[{r}]))", w.end),
-        ("sparse rollup by service", f"sum by (service_name) (sum_over_time({SPARSE}[{r}]))", w.end),
+        ("sparse rollup by service", f"sum by ({by[0]}) (sum_over_time({SPARSE}[{r}]))", w.end),
         ("hourly rollup total", f"sum(sum_over_time({HOURLY}[{r}]))", w.end),
-        ("hourly rollup by service", f"sum by (service_name) (sum_over_time({HOURLY}[{r}]))", w.end),
+        ("hourly rollup by service", f"sum by ({by[0]}) (sum_over_time({HOURLY}[{r}]))", w.end),
         ("raw series that ever existed", f"count(last_over_time({RAW}[{r}]))", w.end),
         ("rollup series", f"count(last_over_time({INCREMENT}[{r}]))", w.end),
         ("live raw series at the last process start", f"count({RAW})", live_at),
