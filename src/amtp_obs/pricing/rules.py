@@ -89,14 +89,14 @@ def _by(labels: Sequence[str] = BY) -> str:
     return ", ".join(labels)
 
 
-def previous_step(series: str) -> str:
-    """The samples of ``series`` in the previous step's window ``(t-2*STEP, t-STEP]``, summed per BY."""
-    return f"sum by ({_by()}) (\n  sum_over_time({series}[{_ms(STEP) - 1}ms] offset {STEP})\n)"
+def previous_step(series: str, step: str = STEP) -> str:
+    """The samples of ``series`` in the previous step's window ``(t-2*step, t-step]``, summed per BY."""
+    return f"sum by ({_by()}) (\n  sum_over_time({series}[{_ms(step) - 1}ms] offset {step})\n)"
 
 
-def this_step(series: str, by: Sequence[str] = BY) -> str:
-    """The samples of ``series`` in ``(t-STEP, t]``: what this group recorded at this evaluation."""
-    return f"sum by ({_by(by)}) (sum_over_time({series}[{_ms(STEP) - 1}ms]))"
+def this_step(series: str, by: Sequence[str] = BY, step: str = STEP) -> str:
+    """The samples of ``series`` in ``(t-step, t]``: what this group recorded at this evaluation."""
+    return f"sum by ({_by(by)}) (sum_over_time({series}[{_ms(step) - 1}ms]))"
 
 
 def _num(value: float) -> str:
@@ -138,34 +138,34 @@ def _or_zero(series: str, base: str) -> str:
     return f"(\n    {series}\n  or\n    {base} * 0\n)"
 
 
-def billable_rules() -> list[dict[str, Any]]:
-    prompt = previous_step(increment(contract.PROMPT_TOKENS.instrument))
-    completion = previous_step(increment(contract.COMPLETION_TOKENS.instrument))
-    cache_read = previous_step(increment(contract.CACHE_READ_TOKENS.instrument))
-    cache_creation = previous_step(increment(contract.CACHE_CREATION_TOKENS.instrument))
+def billable_rules(step: str = STEP) -> list[dict[str, Any]]:
+    prompt = previous_step(increment(contract.PROMPT_TOKENS.instrument), step)
+    completion = previous_step(increment(contract.COMPLETION_TOKENS.instrument), step)
+    cache_read = previous_step(increment(contract.CACHE_READ_TOKENS.instrument), step)
+    cache_creation = previous_step(increment(contract.CACHE_CREATION_TOKENS.instrument), step)
     uncached = keeping(BY, f"{prompt}\n- {_or_zero(cache_read, prompt)}\n- {_or_zero(cache_creation, prompt)}")
     exprs = {"input": uncached, "cache_read": cache_read, "cache_write": cache_creation, "output": completion}
     return [{"record": BILLABLE, "expr": exprs[c], "labels": {CLASS: c}} for c in PRICE_CLASSES]
 
 
-def cost_rules() -> list[dict[str, Any]]:
-    billable = this_step(BILLABLE, (*BY, CLASS))
+def cost_rules(step: str = STEP) -> list[dict[str, Any]]:
+    billable = this_step(BILLABLE, (*BY, CLASS), step)
     on = f"on ({PROVIDER}, {MODEL}, {CLASS})"
-    price = f"{PRICE} offset {STEP}"
+    price = f"{PRICE} offset {step}"
     return [
         {"record": COST, "expr": f"sum by ({_by()}) (\n  {billable}\n  * {on} group_left ()\n  {price}\n)"},
         {"record": UNPRICED, "expr": f"sum by ({_by()}) (\n  {billable}\n  unless {on}\n  {price}\n)"},
     ]
 
 
-def month_to_date_rules() -> list[dict[str, Any]]:
+def month_to_date_rules(step: str = STEP) -> list[dict[str, Any]]:
     """A running month-to-date sum per service; the month index resets it at 00:00 UTC on the 1st.
 
     Stateful on purpose: a calendar month is no fixed PromQL range. The previous total is read
     with ``last_over_time(...[1h])`` so a restart shorter than an hour keeps it (docs/cost.md).
     """
     svc = (CLUSTER, SERVICE)
-    inc = this_step(COST, svc)
+    inc = this_step(COST, svc, step)
     current_month = "(year() * 12 + month() - 1)"
     last = f"last_over_time({MONTH_TO_DATE}[1h])"
     same_month = f"(last_over_time({MONTH_INDEX}[1h]) == on () {current_month})"
@@ -194,15 +194,16 @@ def burn_rate_expr(window: str) -> str:
     return keeping((CLUSTER, SERVICE), f"{spend}\n/ on ({SERVICE}) group_left ()\n({BUDGET} * {_num(share)})")
 
 
-def rule_groups(catalog: Catalog, budgets: Budgets) -> list[dict[str, Any]]:
-    pricing = price_rules(catalog) + billable_rules() + cost_rules() + month_to_date_rules()
+def rule_groups(catalog: Catalog, budgets: Budgets, *, step: str = STEP) -> list[dict[str, Any]]:
+    """The three rule groups; ``step`` is the pricing step (the embedded stack uses its scrape cadence)."""
+    pricing = price_rules(catalog) + billable_rules(step) + cost_rules(step) + month_to_date_rules(step)
     fast = budget_rules(budgets) + [
         {"record": burn_rate_record(w), "expr": burn_rate_expr(w)} for w in BURN_WINDOWS if w not in SLOW_WINDOWS
     ]
     slow = [{"record": burn_rate_record(w), "expr": burn_rate_expr(w)} for w in SLOW_WINDOWS]
     return [
-        {"name": GROUP_PRICING, "interval": STEP, "rules": pricing},
-        {"name": GROUP_BUDGET_FAST, "interval": STEP, "rules": fast},
+        {"name": GROUP_PRICING, "interval": step, "rules": pricing},
+        {"name": GROUP_BUDGET_FAST, "interval": step, "rules": fast},
         {"name": GROUP_BUDGET_SLOW, "interval": SLOW_STEP, "rules": slow},
     ]
 
@@ -227,10 +228,12 @@ HEADER: Final = (
 )
 
 
-def render(catalog: Catalog, budgets: Budgets, *, version: str = "") -> str:
+def render(catalog: Catalog, budgets: Budgets, *, version: str = "", step: str = STEP) -> str:
     """The rules file's text (deterministic, so a stale committed copy is detectable)."""
     stamp = f"# catalog {version}\n" if version else ""
-    body = yaml.dump({"groups": rule_groups(catalog, budgets)}, Dumper=_Dumper, sort_keys=False, width=10_000)
+    body = yaml.dump(
+        {"groups": rule_groups(catalog, budgets, step=step)}, Dumper=_Dumper, sort_keys=False, width=10_000
+    )
     return HEADER + stamp + body
 
 
@@ -238,7 +241,8 @@ def labels_of(rule: Mapping[str, Any]) -> dict[str, str]:
     return dict(rule.get("labels") or {})
 
 
-def render_checkout(root: Path) -> str:
+def render_checkout(root: Path, *, step: str = STEP) -> str:
     """The rules text for the catalog and budgets of the checkout at ``root`` (raises CatalogError)."""
     loaded = catalog_mod.load(root / catalog_mod.CATALOG_FILE)
-    return render(loaded.catalog, budgets_mod.load(root / budgets_mod.BUDGETS_FILE), version=loaded.version)
+    budgets = budgets_mod.load(root / budgets_mod.BUDGETS_FILE)
+    return render(loaded.catalog, budgets, version=loaded.version, step=step)
