@@ -5,7 +5,9 @@ agent would): a planner on the real ``openai`` client and a coder on the real ``
 both auto-instrumented by :mod:`amtp_obs.instrument` and talking to the local fake vendor server
 (:mod:`amtp_obs.testing.fake_llm`), and a router that wraps an in-process model with ``llm_call``
 and its child spans. Each makes a few calls with several models, a stream, and an error or two,
-exports via OTLP gRPC to the stack's collector, flushes, and reports what it sent.
+exports via OTLP gRPC to the stack's collector, flushes, and reports what it sent. The vendor calls
+report cached and reasoning tokens, so every billing class gets a price (docs/cost.md); the router's
+in-process models are in no price catalog, so they show as Unpriced Tokens.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _paced(calls: int, duration: float) -> Iterator[int]:
 def _worker_openai(service: str, models: list[str], calls: int, base_url: str, duration: float) -> list[CallRecord]:
     import openai
 
-    from amtp_obs.testing.fake_llm import HEADER_CHUNKS, HEADER_ERROR
+    from amtp_obs.testing.fake_llm import HEADER_CACHE_READ, HEADER_CHUNKS, HEADER_ERROR, HEADER_REASONING
 
     client = openai.OpenAI(base_url=base_url, api_key="demo-not-a-key", max_retries=0)
     out = []
@@ -85,7 +87,8 @@ def _worker_openai(service: str, models: list[str], calls: int, base_url: str, d
         model = models[i % len(models)]
         stream = i % 3 == 1
         error = i == calls - 1 and calls > 1
-        headers = {HEADER_CHUNKS: str(4 + 3 * i)}
+        # A cached system prompt after the first call, and some reasoning: every billing class gets a price.
+        headers = {HEADER_CHUNKS: str(4 + 3 * i), HEADER_CACHE_READ: str(1024 if i else 0), HEADER_REASONING: "64"}
         if error:
             headers[HEADER_ERROR] = "429"
         messages = [{"role": "user", "content": f"plan step {i}: break the task into smaller tasks please"}]
@@ -110,7 +113,7 @@ def _worker_openai(service: str, models: list[str], calls: int, base_url: str, d
 def _worker_anthropic(service: str, models: list[str], calls: int, base_url: str, duration: float) -> list[CallRecord]:
     import anthropic
 
-    from amtp_obs.testing.fake_llm import HEADER_CHUNKS, HEADER_ERROR
+    from amtp_obs.testing.fake_llm import HEADER_CACHE_CREATION, HEADER_CACHE_READ, HEADER_CHUNKS, HEADER_ERROR
 
     client = anthropic.Anthropic(base_url=base_url, api_key="demo-not-a-key", max_retries=0)
     out = []
@@ -118,7 +121,9 @@ def _worker_anthropic(service: str, models: list[str], calls: int, base_url: str
         model = models[i % len(models)]
         stream = i % 2 == 1
         error = i == calls - 1 and calls > 1
-        headers = {HEADER_CHUNKS: str(6 + 2 * i)}
+        # The first call writes a 2,048-token prompt cache, the later ones read it.
+        cache = {HEADER_CACHE_CREATION: "2048"} if i == 0 else {HEADER_CACHE_READ: "2048"}
+        headers = {HEADER_CHUNKS: str(6 + 2 * i), **cache}
         if error:
             headers[HEADER_ERROR] = "500"
         messages = [{"role": "user", "content": f"write function number {i} that adds two numbers"}]
