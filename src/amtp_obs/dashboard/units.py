@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 _SHORT = ("", " K", " Mil", " Bil", " Tri", " Quadr", " Quint", " Sext", " Sept")
 _SI = (" ", " k", " M", " G", " T", " P", " E", " Z", " Y")
+_CURRENCY = ("", "K", "M", "B", "T")
+"""Grafana's currency units (``currency('$')``): the symbol before, 1000-scaled suffixes after."""
 _IEC = (" ", " Ki", " Mi", " Gi", " Ti", " Pi", " Ei", " Zi", " Yi")
 
 
@@ -89,6 +91,7 @@ _FORMATTERS: dict[str, Callable[[float, int | None], str]] = {
     "decbits": lambda v, d: _scaled(v, 1000, _SI, "b", d),
     "Bps": lambda v, d: _scaled(v, 1024, _IEC, "B/s", d),
     "binBps": lambda v, d: _scaled(v, 1024, _IEC, "B/s", d),
+    "currencyUSD": lambda v, d: ("-$" if v < 0 else "$") + _scaled(abs(v), 1000, _CURRENCY, "", d),
 }
 
 KNOWN_UNITS = frozenset(_FORMATTERS)
