@@ -167,3 +167,24 @@ def test_check_fails_on_a_stale_render_and_on_a_bad_catalog(tmp_path: Path) -> N
     n = int(line.split(":")[1])
     assert "output: -0.60" in cat.read_text().splitlines()[n - 1]
     assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_embedded_stack_prices_at_its_cadence(tmp_path: Path) -> None:
+    """The embedded Prometheus gets the pricing rules re-rendered at its collection interval, so cost
+    follows the accounting increments within seconds; the production file is untouched."""
+    from amtp_obs.project import SERVICE_PROMETHEUS, Project
+    from amtp_obs.stack import cadence
+    from amtp_obs.stack.state import Layout
+    from amtp_obs.stack.supervisor import plan
+
+    project = Project(REPO, {})
+    interval = cadence.interval_from(project.variables)
+    assert interval != rules.STEP
+    cfg = plan(project, Layout(tmp_path)).get(SERVICE_PROMETHEUS).config_path
+    assert cfg is not None
+    files = [Path(f) for f in yaml.safe_load(cfg.read_text())["rule_files"]]
+    [priced] = [f for f in files if f.name == rules.RULES_NAME]
+    assert priced.read_text() == rules.render_checkout(REPO, step=interval)
+    groups = {g["name"]: g["interval"] for g in yaml.safe_load(priced.read_text())["groups"]}
+    assert groups[rules.GROUP_PRICING] == interval
+    assert (REPO / rules.RULES_FILE).read_text() == rules.render_checkout(REPO)

@@ -40,6 +40,7 @@ from amtp_obs.pricing.catalog import PRICE_CLASSES, Catalog
 
 RULES_FILE: Final = "infra/observability/rules/pricing.rules.yml"
 """Rendered by ``amtp-obs pricing render``; ``amtp-obs check`` fails when it is stale."""
+RULES_NAME: Final = Path(RULES_FILE).name
 STEP: Final = "15s"
 """Evaluation interval of the pricing group: the accounting step (one increment per step)."""
 SLOW_STEP: Final = "1m"

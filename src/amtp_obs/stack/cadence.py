@@ -78,13 +78,14 @@ def apply_tempo(doc: Mapping[str, Any], interval: str) -> dict[str, Any]:
 
 
 def apply_rule_files(doc: Mapping[str, Any], interval: str, out_dir: Path) -> dict[str, Any]:
-    """Rendered prometheus.yml whose rule files are copied to ``out_dir``, the accounting rules at ``interval``.
+    """Rendered prometheus.yml whose rule files are copied to ``out_dir``, accounting and pricing at ``interval``.
 
     The accounting rules read samples one step late and count per step (docs/accounting.md): at the
     embedded cadence they step with the scrapes, so a new total shows in seconds, not half a minute.
     Only an unedited generated file is re-rendered; any other rule file is copied as it is.
     """
     from amtp_obs.accounting import rules
+    from amtp_obs.pricing import rules as pricing
 
     out = copy.deepcopy(dict(doc))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,8 @@ def apply_rule_files(doc: Mapping[str, Any], interval: str, out_dir: Path) -> di
             text = src.read_text()
             if text == rules.render():
                 text = rules.render(step=interval, delay=interval)
+            elif src.name == pricing.RULES_NAME and text == pricing.render_checkout(root := src.parents[3]):
+                text = pricing.render_checkout(root, step=interval)  # cost per step as well (docs/cost.md)
             dest = out_dir / src.name
             dest.write_text(text)
             copied.append(str(dest))
