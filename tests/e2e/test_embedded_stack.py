@@ -394,7 +394,7 @@ def test_dashboard_in_headless_chromium_after_the_demo(stack: Stack) -> None:
     source = json.loads((REPO / DASHBOARDS_DIR / "llm-token-accounting.json").read_text())
     titles = [p["title"] for p in source["panels"]]
     url = stack.url(env.OBS_GRAFANA_PORT, f"/d/{source['uid']}")
-    number = re.compile(r"-?\d+(\.\d+)?( ?[a-zA-Z/%]+)?")
+    number = re.compile(r"-?\$?\d+(\.\d+)?( ?[a-zA-Z/%]+)?")
 
     kinds = {p["title"]: p["type"] for p in source["panels"]}
 

@@ -421,7 +421,7 @@ def dashboard_promtool(ctx: Context) -> Iterator[Finding]:
         # Non-empty and not NaN: NaN >= -Inf is false, so a NaN-only result counts as empty.
         probe = f"(count({inner} >= -Inf) > bool 0) or vector(0)"
         test = {
-            "rule_files": [str(p) for p in rule_files(ctx)],
+            "rule_files": [str(p) for p in pricing_catalog.evaluable_rule_files(ctx, rule_files(ctx))],
             "evaluation_interval": series.SCRAPE_INTERVAL,
             "tests": [
                 {
@@ -977,5 +977,5 @@ def datasource_uids(ctx: Context) -> Iterator[Finding]:
 from amtp_obs.check import (  # noqa: E402  (registers these modules' checks after the ones above)
     accounting,  # noqa: F401  accounting rules
     facts,  # noqa: F401  config facts
-    pricing_catalog,  # noqa: F401  price catalog, budgets, rendered pricing rules
+    pricing_catalog,
 )
