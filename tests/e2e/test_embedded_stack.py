@@ -18,6 +18,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -419,6 +420,157 @@ def test_dashboard_in_headless_chromium_after_the_demo(stack: Stack) -> None:
     shot = ARTIFACTS / "dashboard-embedded.png"
     chromium(url, stack.cwd, f"--screenshot={shot}", "--window-size=1400,1800", "--hide-scrollbars")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- LLM spend (issue 10, docs/cost.md) ----------------------------------------------------------
+
+COST_SERVICE = f"e2e-cost-{RUN}"
+UNPRICED_MODEL = "gpt-4o-mini-2099-01-01"  # a date suffix no catalog alias lists: unpriced
+COST_WORKLOAD = r"""
+import json, sys
+import anthropic, openai
+from opentelemetry import trace
+from amtp_obs.instrument import instrument
+from amtp_obs.sdk import configure, shutdown
+from amtp_obs.testing.fake_llm import HEADER_CACHE_CREATION, HEADER_CACHE_READ, HEADER_REASONING
+
+endpoint, service, base_openai, base_anthropic, unpriced = sys.argv[1:6]
+configure(service, endpoint=endpoint, protocol="grpc", metric_export_interval_ms=1000)
+instrument()
+tracer = trace.get_tracer("e2e-cost")
+oa = openai.OpenAI(base_url=base_openai, api_key="e2e-not-a-key", max_retries=0)
+an = anthropic.Anthropic(base_url=base_anthropic, api_key="e2e-not-a-key", max_retries=0)
+out = []
+
+def traced(fn):
+    with tracer.start_as_current_span("e2e-agent") as span:
+        usage = fn()
+    out.append({**usage, "trace_id": format(span.get_span_context().trace_id, "032x")})
+
+msg = [{"role": "user", "content": "price this call to the last fraction of a cent please"}]
+for model, headers in (
+    ("gpt-4o-mini", {HEADER_CACHE_READ: "2048", HEADER_REASONING: "128"}),
+    (unpriced, {HEADER_CACHE_READ: "512"}),
+):
+    def call(model=model, headers=headers):
+        u = oa.chat.completions.create(model=model, messages=msg, extra_headers=headers).usage
+        cached = u.prompt_tokens_details.cached_tokens
+        return {"provider": "openai", "model": model, "uncached": u.prompt_tokens - cached, "cache_read": cached,
+                "cache_write": 0, "output": u.completion_tokens,
+                "reasoning": u.completion_tokens_details.reasoning_tokens}
+    traced(call)
+for headers in ({HEADER_CACHE_CREATION: "4096"}, {HEADER_CACHE_READ: "4096"}):
+    def call(headers=headers):
+        u = an.messages.create(model="claude-haiku-4-5", max_tokens=256, messages=msg, extra_headers=headers).usage
+        return {"provider": "anthropic", "model": "claude-haiku-4-5", "uncached": u.input_tokens,
+                "cache_read": u.cache_read_input_tokens or 0, "cache_write": u.cache_creation_input_tokens or 0,
+                "output": u.output_tokens, "reasoning": 0}
+    traced(call)
+shutdown()
+print(json.dumps(out))
+"""
+
+
+def _catalog_prices(provider: str, model: str) -> dict[str, Decimal] | None:
+    """USD per token in force today, read from the catalog file itself (no shared code path)."""
+    doc = yaml.safe_load((REPO / "infra/observability/pricing/catalog.yaml").read_text())
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    for entry in doc["models"]:
+        if entry["provider"] == provider and model in [entry["model"], *(entry.get("aliases") or [])]:
+            current = [p for p in entry["prices"] if str(p["effective_from"]) <= today][-1]
+            per = {k: Decimal(repr(current[k])) / 1_000_000 for k in ("input", "output")}
+            for k in ("cache_read", "cache_write"):
+                per[k] = Decimal(repr(current[k])) / 1_000_000 if k in current else per["input"]
+            return per
+    return None
+
+
+def _close(got: float, want: Decimal, rel: str = "1e-9") -> bool:
+    return abs(Decimal(repr(got)) - want) <= abs(want) * Decimal(rel)
+
+
+def test_spend_equals_the_hand_computed_usd_everywhere(stack: Stack) -> None:
+    """Real openai/anthropic clients against the fake vendor, with cached and reasoning tokens: the
+    dashboard's spend panels, `amtp-obs usage`, and each span's llm.cost.usd equal the USD computed
+    here by hand from the catalog; the unpriced model is shown as unpriced and its alert fires."""
+    from amtp_obs.testing.fake_llm import FakeLLMServer
+
+    with FakeLLMServer() as fake:
+        res = subprocess.run(
+            [sys.executable, "-c", COST_WORKLOAD, stack.url(env.OBS_OTEL_GRPC_PORT), COST_SERVICE,
+             fake.openai_base_url, fake.anthropic_base_url, UNPRICED_MODEL],
+            capture_output=True, text=True, timeout=120, env=stack.environ, cwd=stack.cwd,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    calls = json.loads(res.stdout.strip().splitlines()[-1])
+    assert any(c["cache_read"] and c["reasoning"] for c in calls) and any(c["cache_write"] for c in calls)
+
+    per_call: list[Decimal | None] = []
+    for c in calls:
+        price = _catalog_prices(c["provider"], c["model"])
+        per_call.append(
+            None if price is None else sum((Decimal(c[k]) * price[k.replace("uncached", "input")]
+                                             for k in ("uncached", "cache_read", "cache_write", "output")), Decimal(0))
+        )  # fmt: skip
+    assert per_call[1] is None and all(v is not None and v > 0 for i, v in enumerate(per_call) if i != 1)
+    total = sum((v for v in per_call if v is not None), Decimal(0))
+    unpriced = calls[1]
+    unpriced_tokens = unpriced["uncached"] + unpriced["cache_read"] + unpriced["output"]
+
+    # The dashboard's own panel queries for this service over the last hour.
+    source = json.loads((REPO / DASHBOARDS_DIR / "llm-token-accounting.json").read_text())
+    exprs = {p["title"]: t[0]["expr"] for p in source["panels"] if (t := p.get("targets")) and "expr" in t[0]}
+
+    def panel(title: str) -> list[dict[str, Any]]:
+        expr = exprs[title].replace("$service_name", COST_SERVICE).replace("$__range", "1h")
+        return stack.promql(expr)
+
+    def spend_shown() -> bool:
+        tot = panel("Total Spend (USD)")
+        by_svc = {s["metric"].get("service_name"): float(s["value"][1]) for s in panel("Spend by Service")}
+        by_model = {s["metric"].get("llm_model"): float(s["value"][1]) for s in panel("Spend by Model")}
+        per_call_cost = panel("Cost per Call (USD)")
+        return (
+            len(tot) == 1 and _close(float(tot[0]["value"][1]), total)
+            and _close(by_svc.get(COST_SERVICE, 0.0), total)
+            and set(by_model) == {"gpt-4o-mini", "claude-haiku-4-5"}
+            and _close(by_model["gpt-4o-mini"], per_call[0])  # type: ignore[arg-type]
+            and len(per_call_cost) == 1 and _close(float(per_call_cost[0]["value"][1]), total / 3)
+        )  # fmt: skip
+
+    wait_for(spend_shown, PROM_WAIT_S, interval=1.0)
+    unpriced_panel = {s["metric"].get("llm_model"): float(s["value"][1]) for s in panel("Unpriced Tokens")}
+    assert unpriced_panel == {UNPRICED_MODEL: unpriced_tokens}
+
+    usage = stack.cli("usage", "--since", "1h", "--json")
+    assert usage.returncode == 0, usage.stdout + usage.stderr
+    rows = {r["service"]: r for r in json.loads(usage.stdout)["rows"]}
+    assert _close(rows[COST_SERVICE]["usd"], total)
+    assert rows[COST_SERVICE]["unpriced_tokens"] == unpriced_tokens
+
+    # Each span carries its own cost (none for the unpriced model), and TraceQL finds the priced ones.
+    for c, want in zip(calls, per_call, strict=True):
+        doc = wait_for(lambda c=c: tempo_trace(stack, c["trace_id"]), 20)
+        attrs = span_names(doc)[contract.SPAN_LLM_COMPLETION]
+        if want is None:
+            assert contract.LLM_COST_USD not in attrs and contract.LLM_COST_CATALOG not in attrs
+        else:
+            assert _close(attrs[contract.LLM_COST_USD], want, "1e-12")
+            assert str(attrs[contract.LLM_COST_CATALOG]).startswith("sha256:")
+    cheapest = min(v for v in per_call if v is not None)
+    q = f'{{ span.llm.cost.usd > {float(cheapest) * 0.999!r} && resource.service.name = "{COST_SERVICE}" }}'
+
+    def found() -> set[str] | None:
+        r = httpx.get(stack.url(env.OBS_TEMPO_HTTP_PORT, "/api/search"), params={"q": q}, timeout=5)
+        ids = {t["traceID"].lstrip("0") for t in r.json().get("traces", [])} if r.status_code == 200 else set()
+        want = {c["trace_id"].lstrip("0") for c, v in zip(calls, per_call, strict=True) if v is not None}
+        return ids if ids == want else None
+
+    wait_for(found, 20, interval=1.0)
+
+    # No silent $0: the unpriced model's warning alert fires, naming it (alert group interval 1m).
+    sel = f'ALERTS{{alertname="LLM Tokens Unpriced", alertstate="firing", llm_model="{UNPRICED_MODEL}"}}'
+    wait_for(lambda: stack.promql(sel), 150, interval=2.0)
 
 
 def test_down_leaves_nothing_behind(stack: Stack) -> None:

@@ -50,12 +50,30 @@ def _table(report: UsageReport) -> Table:
     t.add_column(report.by)
     for c in report.classes:
         t.add_column(c.removesuffix("_tokens").replace("_", " "), justify="right")
+    t.add_column("USD", justify="right")
+    t.add_column("unpriced tokens", justify="right")
     for row in report.rows:
-        t.add_row(row.group or "(none)", *(f"{row.tokens.get(c, 0.0):,.0f}" for c in report.classes))
+        t.add_row(
+            row.group or "(none)",
+            *(f"{row.tokens.get(c, 0.0):,.0f}" for c in report.classes),
+            _usd(row.usd),
+            f"{row.unpriced_tokens:,.0f}",
+        )
     totals = report.totals()
     t.add_section()
-    t.add_row("total", *(f"{totals[c]:,.0f}" for c in report.classes), style="bold")
+    t.add_row(
+        "total",
+        *(f"{totals[c]:,.0f}" for c in report.classes),
+        _usd(report.total_usd()),
+        f"{sum(r.unpriced_tokens for r in report.rows):,.0f}",
+        style="bold",
+    )
     return t
+
+
+def _usd(value: float | None) -> str:
+    """USD to the micro-dollar (one call can cost less than a cent); "n/a" when nothing was priced."""
+    return "n/a" if value is None else f"${value:,.6f}"
 
 
 def usage_cmd(

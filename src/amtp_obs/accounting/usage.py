@@ -17,6 +17,7 @@ import httpx
 from amtp_obs import contract
 from amtp_obs.accounting import rules
 from amtp_obs.durations import parse_duration
+from amtp_obs.pricing import rules as pricing
 
 GroupBy = Literal["service", "model"]
 GROUP_LABELS: Mapping[str, str] = {"service": rules.SERVICE_LABEL, "model": rules.BY[3]}
@@ -33,6 +34,10 @@ class UsageRow:
     group: str
     tokens: dict[str, float] = field(default_factory=dict)
     """Counter instrument name (prompt_tokens, ...) -> exact tokens over the range."""
+    usd: float | None = None
+    """USD of the priced tokens over the range; None when none of them had a price (not $0)."""
+    unpriced_tokens: float = 0.0
+    """Tokens of models with no price in force (docs/cost.md)."""
 
 
 @dataclass
@@ -47,13 +52,29 @@ class UsageReport:
     def totals(self) -> dict[str, float]:
         return {c: sum(r.tokens.get(c, 0.0) for r in self.rows) for c in self.classes}
 
+    def total_usd(self) -> float | None:
+        priced = [r.usd for r in self.rows if r.usd is not None]
+        return sum(priced) if priced else None
+
     def as_json(self) -> dict[str, Any]:
         return {
             "since": self.since,
             "by": self.by,
             "at": self.at,
-            "rows": [{self.by: r.group, **{c: r.tokens.get(c, 0.0) for c in self.classes}} for r in self.rows],
-            "total": self.totals(),
+            "rows": [
+                {
+                    self.by: r.group,
+                    **{c: r.tokens.get(c, 0.0) for c in self.classes},
+                    "usd": r.usd,
+                    "unpriced_tokens": r.unpriced_tokens,
+                }
+                for r in self.rows
+            ],
+            "total": {
+                **self.totals(),
+                "usd": self.total_usd(),
+                "unpriced_tokens": sum(r.unpriced_tokens for r in self.rows),
+            },
         }
 
 
@@ -89,20 +110,32 @@ def query_usage(
     http = client or httpx.Client(timeout=QUERY_TIMEOUT_S)
     rows: dict[str, UsageRow] = {}
     when = time.time() if at is None else at  # every class at the same instant
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        params = {"query": expr, "time": f"{when:.3f}"}
+        try:
+            r = http.get(f"{prometheus_url.rstrip('/')}/api/v1/query", params=params)
+        except httpx.HTTPError as exc:
+            raise UsageError(f"cannot reach Prometheus at {prometheus_url}: {exc}") from None
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        if r.status_code != 200 or body.get("status") != "success":
+            raise UsageError(f"Prometheus refused {expr}: HTTP {r.status_code} {body.get('error', r.text[:200])}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
     try:
         for counter in counters:
-            expr = rules.total_expr(counter, range_=range_, by=(label,))
-            params = {"query": expr, "time": f"{when:.3f}"}
-            try:
-                r = http.get(f"{prometheus_url.rstrip('/')}/api/v1/query", params=params)
-            except httpx.HTTPError as exc:
-                raise UsageError(f"cannot reach Prometheus at {prometheus_url}: {exc}") from None
-            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-            if r.status_code != 200 or body.get("status") != "success":
-                raise UsageError(f"Prometheus refused {expr}: HTTP {r.status_code} {body.get('error', r.text[:200])}")
-            for item in body["data"]["result"]:
+            for item in query(rules.total_expr(counter, range_=range_, by=(label,))):
                 group = item["metric"].get(label, "")
                 rows.setdefault(group, UsageRow(group)).tokens[counter.instrument] = float(item["value"][1])
+        # Spend (docs/cost.md): USD of the priced tokens, and the tokens no price covers (never $0).
+        for item in query(f"sum by ({label})(sum_over_time({pricing.COST}[{range_}]))"):
+            rows.setdefault(item["metric"].get(label, ""), UsageRow(item["metric"].get(label, ""))).usd = float(
+                item["value"][1]
+            )
+        for item in query(f"sum by ({label})(sum_over_time({pricing.UNPRICED}[{range_}]))"):
+            group = item["metric"].get(label, "")
+            rows.setdefault(group, UsageRow(group)).unpriced_tokens = float(item["value"][1])
     finally:
         if own:
             http.close()
