@@ -36,6 +36,8 @@ from amtp_obs.accounting import rules
 from amtp_obs.collector.prometheus_naming import normalize_label
 from amtp_obs.grafana.timerange import TimeRange
 from amtp_obs.otlp import attributes
+from amtp_obs.pricing import rules as pricing
+from amtp_obs.pricing.catalog import packaged_pricer
 from amtp_obs.project import COLLECTOR_CONFIG, VERIFY_SCRIPT, Project, ProjectError
 from amtp_obs.verify_panels import (
     Contradiction,
@@ -373,6 +375,41 @@ class Gate:
 
         return self.poll(look, budget=min(self.timeout, 60.0))
 
+    def check_spend(self) -> str:
+        """The run's USD through the pricing rules (docs/cost.md): its tokens x the catalog's price.
+
+        Like the token total: this run's spend plus a whole number of other verify runs, never a
+        fraction (a token priced twice or missed) and never 0 (an unpriced verify model).
+        """
+        if self.facts is None or not self.trace_id or self.emitted_at is None:
+            raise Skipped("verify_trace.py did not run")
+        pricer = packaged_pricer()
+        per_run = None
+        if pricer is not None:
+            per_run = pricer.cost_usd(
+                contract.VERIFY_PROVIDER,
+                contract.VERIFY_MODEL,
+                prompt=self.facts.tokens[contract.PROMPT_TOKENS.instrument],
+                completion=self.facts.tokens[contract.COMPLETION_TOKENS.instrument],
+                when=self.emitted_at,
+            )
+        if not per_run:
+            raise CheckFailed(f"the price catalog has no price for {contract.VERIFY_MODEL}: verify cannot check spend")
+        service = f'{{{rules.SERVICE_LABEL}="{contract.VERIFY_SERVICE_NAME}"}}'
+
+        def look() -> tuple[bool, str]:
+            window = math.ceil(time.time() - self.emitted_at) + TOTAL_WINDOW_MARGIN_S
+            expr = f"sum(sum_over_time({pricing.COST}{service}[{window}s]))"
+            got = sum(float(s["value"][1]) for s in self.prom_query(expr))
+            runs = got / per_run
+            if runs < 1 - 1e-9:
+                return False, f"{expr} = {got:.9g} USD, want {per_run:.9g} (this run) once the rules have priced it"
+            if abs(runs - round(runs)) > 1e-6:
+                raise CheckFailed(f"{expr} = {got:.9g} USD: not a whole number of runs of {per_run:.9g} USD")
+            return True, f"${got:.6f} = {round(runs)} run(s) x ${per_run:.6f} ({contract.VERIFY_MODEL}, catalog price)"
+
+        return self.poll(look, budget=min(self.timeout, 75.0))
+
     def check_spanmetrics(self) -> str:
         if not self.spans:
             raise Skipped("no trace")
@@ -526,6 +563,7 @@ def run_checks(gate: Gate) -> list[Result]:
     concurrent: list[tuple[str, Callable[[], Any]]] = [
         ("token counters of this run in Prometheus", gate.check_counters),
         ("exact token total (accounting rules)", gate.check_total),
+        ("spend of this run in USD (pricing rules)", gate.check_spend),
         ("span metrics for llm.completion", gate.check_spanmetrics),
         ("dashboard panels return data", gate.check_panels),
     ]
