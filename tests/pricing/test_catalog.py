@@ -188,3 +188,9 @@ def test_embedded_stack_prices_at_its_cadence(tmp_path: Path) -> None:
     groups = {g["name"]: g["interval"] for g in yaml.safe_load(priced.read_text())["groups"]}
     assert groups[rules.GROUP_PRICING] == interval
     assert (REPO / rules.RULES_FILE).read_text() == rules.render_checkout(REPO)
+
+
+def test_committed_budgets_cover_the_demo_and_the_verify_probe() -> None:
+    """make run shows Budget Used for the demo services; verify's panel check needs its own budget."""
+    services = budgets.load(REPO / budgets.BUDGETS_FILE).services
+    assert set(demo.SERVICES) | {contract.VERIFY_SERVICE_NAME} <= set(services)
