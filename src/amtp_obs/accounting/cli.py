@@ -14,6 +14,7 @@ from amtp_obs.accounting import rules
 from amtp_obs.accounting.usage import GROUP_LABELS, UsageError, UsageReport, check_since, query_usage
 from amtp_obs.console import make_console
 from amtp_obs.project import Project, ProjectError
+from amtp_obs.rendered import write_or_check
 
 LOOPBACK = "127.0.0.1"
 
@@ -31,18 +32,16 @@ def render_cmd(
     except ProjectError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    path = project.path(rules.RULES_FILE)
-    text = rules.render()
-    current = path.read_text() if path.is_file() else None
-    if check:
-        if current != text:
-            typer.echo(f"{rules.RULES_FILE} is stale: run `amtp-obs accounting render`", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"{rules.RULES_FILE} is current")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    typer.echo(f"wrote {rules.RULES_FILE} ({'unchanged' if current == text else 'updated'})")
+    code, message = write_or_check(
+        project.path(rules.RULES_FILE),
+        rules.render(),
+        name=rules.RULES_FILE,
+        command="amtp-obs accounting render",
+        check=check,
+    )
+    typer.echo(message, err=code != 0)
+    if code:
+        raise typer.Exit(code)
 
 
 def _table(report: UsageReport) -> Table:

@@ -12,6 +12,7 @@ from amtp_obs import env
 from amtp_obs.pricing.catalog import CatalogError
 from amtp_obs.pricing.rules import RULES_FILE, render_checkout
 from amtp_obs.project import Project, ProjectError
+from amtp_obs.rendered import write_or_check
 
 pricing_app = typer.Typer(help="LLM spend: render the price catalog and budgets into Prometheus rules.")
 
@@ -33,20 +34,12 @@ def render_cmd(
     except (ProjectError, CatalogError, OSError) as exc:
         typer.echo(f"amtp-obs pricing render: {exc}", err=True)
         raise typer.Exit(2) from None
-    out = root / RULES_FILE
-    current = out.read_text() if out.is_file() else None
-    if check:
-        if current != text:
-            typer.echo(f"{RULES_FILE} is stale: run `amtp-obs pricing render`", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"{RULES_FILE} is up to date")
-        return
-    if current == text:
-        typer.echo(f"{RULES_FILE} is up to date")
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    typer.echo(f"wrote {RULES_FILE}")
+    code, message = write_or_check(
+        root / RULES_FILE, text, name=RULES_FILE, command="amtp-obs pricing render", check=check
+    )
+    typer.echo(message, err=code != 0)
+    if code:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
