@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import re
 import socket
 from datetime import datetime
@@ -21,7 +22,7 @@ from amtp_obs.collector import TELEMETRY, Collector
 from amtp_obs.collector import telemetry as tm
 from amtp_obs.collector.processors import ERR_DATA_REFUSED
 from amtp_obs.collector.telemetry import rss_bytes
-from amtp_obs.net import free_port
+from amtp_obs.net import bound_sockets, free_port
 from amtp_obs.testing.otlp_sink import OtlpSink, to_key_values
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -342,3 +343,20 @@ def test_render_does_not_mutate_project_config() -> None:
     before = copy.deepcopy(doc)
     render(doc, "127.0.0.1:1")
     assert doc == before
+
+
+# -- listeners ------------------------------------------------------------------------------------
+
+
+async def test_host_less_endpoints_listen_on_loopback_only(sink: OtlpSink, make_collector: Any) -> None:
+    """``:port`` binds 127.0.0.1 (the embedded stack's one rule, amtp_obs.net.split_endpoint), gRPC too."""
+    doc = render(project_config(), sink.grpc_endpoint)
+    for cfg in doc["receivers"][find_id(doc, "receivers", "otlp")]["protocols"].values():
+        cfg["endpoint"] = ":0"
+    doc["service"]["telemetry"]["metrics"]["address"] = ":0"
+    c = await make_collector(doc)
+    ports = {c.listen_address("otlp", p)[1] for p in ("grpc", "http")} | {c.listen_address(TELEMETRY)[1]}
+    mine = [s for s in bound_sockets([os.getpid()]) if s.port in ports]
+    assert {s.port for s in mine} == ports
+    assert all(s.loopback for s in mine), mine
+    assert (await post_spans(c, 1)).status_code == 200  # and the clients find them there

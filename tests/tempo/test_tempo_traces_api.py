@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from opentelemetry.trace import StatusCode
 from tempo_helpers import Exporter, new_id, request, span, tempo_doc
 
 from amtp_obs import contract
+from amtp_obs.net import bound_sockets
 from amtp_obs.tempo import TempoApp
 
 
@@ -203,3 +205,20 @@ def test_otlp_http_receiver(start_tempo: Callable[..., TempoApp], tmp_path: Path
     assert bad.status_code == 400 and "cannot decode" in bad.text
     assert httpx.post(url, content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
     assert httpx.post(url, content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+
+
+def test_host_less_endpoints_listen_on_loopback_only(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
+    """An empty listen address and ``:port`` receivers bind 127.0.0.1 (one rule: amtp_obs.net.split_endpoint).
+
+    Before, the OTLP/gRPC receiver bound every interface here while OTLP/HTTP bound loopback.
+    """
+    doc = tempo_doc(tmp_path)
+    doc["server"]["http_listen_address"] = ""
+    doc["distributor"]["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": ":0"}, "http": {"endpoint": ":0"}}
+    app = start_tempo(doc)
+    ports = {app.http_port, app.grpc_port, app.otlp_grpc_port, app.otlp_http_port}
+    mine = [s for s in bound_sockets([os.getpid()]) if s.port in ports]
+    assert {s.port for s in mine} == ports and len(ports) == 4
+    assert all(s.loopback for s in mine), mine
+    with Exporter(app.otlp_grpc_endpoint) as exporter:
+        assert exporter.export(request("svc", [span(new_id(16), "reachable")]))[0] == grpc.StatusCode.OK

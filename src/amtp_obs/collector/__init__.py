@@ -5,8 +5,9 @@
 lists problems the way collector 0.100.0 would report them.
 """
 
-from amtp_obs.collector.component import ConfigError, StartError
+from amtp_obs.collector.component import ConfigError
 from amtp_obs.collector.config import validate_config
 from amtp_obs.collector.service import TELEMETRY, Collector
+from amtp_obs.httpserver import StartError
 
 __all__ = ["TELEMETRY", "Collector", "ConfigError", "StartError", "validate_config"]

@@ -12,9 +12,10 @@ import asyncio
 import logging
 import sys
 
-from amtp_obs.collector.component import ConfigError, StartError
+from amtp_obs.collector.component import ConfigError
 from amtp_obs.collector.config import load_config_file, parse_config
 from amtp_obs.collector.service import Collector
+from amtp_obs.httpserver import StartError
 from amtp_obs.shutdown import stop_event
 
 _LEVELS = {

@@ -40,10 +40,6 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-class StartError(Exception):
-    """A component could not start (port in use, unsupported setting); the message names it."""
-
-
 class ConsumerError(Exception):
     """Data was not accepted downstream; ``permanent`` errors must not be retried by the sender."""
 

@@ -164,30 +164,6 @@ class QueueConfig(StrictModel):
         return self
 
 
-def split_endpoint(endpoint: str, default_port: int = 0) -> tuple[str, int]:
-    """``host:port`` (``:8888`` = all interfaces, ``[::1]:80``) -> (host, port)."""
-    text = endpoint.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_s = rest.lstrip(":")
-    else:
-        host, sep, port_s = text.rpartition(":")
-        if not sep:
-            host, port_s = text, ""
-    host = host or "0.0.0.0"
-    if host == "localhost":
-        host = "127.0.0.1"
-    if not port_s:
-        return host, default_port
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ValueError(f"invalid endpoint {endpoint!r}: port {port_s!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"invalid endpoint {endpoint!r}: port out of range")
-    return host, port
-
-
 # ---------------------------------------------------------------------------------------------
 # Service section
 # ---------------------------------------------------------------------------------------------

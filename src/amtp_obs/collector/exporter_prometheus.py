@@ -36,9 +36,9 @@ from amtp_obs.collector.component import (
 )
 from amtp_obs.collector.config import Duration, HTTPServerConfig, http_server_unsupported
 from amtp_obs.collector.expfmt import CONTENT_TYPE, Labels, format_float, render_family
-from amtp_obs.collector.httpserver import HttpServer
 from amtp_obs.collector.prometheus_naming import build_metric_name, clean_up_string, normalize_label
 from amtp_obs.collector.signals import METRICS, Signal
+from amtp_obs.httpserver import HttpServer
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from amtp_obs.collector.component import (
     register,
 )
 from amtp_obs.collector.config import Duration, HTTPServerConfig, http_server_unsupported
-from amtp_obs.collector.httpserver import HttpServer
+from amtp_obs.httpserver import HttpServer
 
 HEALTH_PORT = 13133
 ZPAGES_PORT = 55679

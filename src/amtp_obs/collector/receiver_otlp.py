@@ -36,7 +36,6 @@ from amtp_obs.collector.component import (
     ConsumerError,
     Factory,
     Host,
-    StartError,
     StrictModel,
     register,
 )
@@ -44,10 +43,10 @@ from amtp_obs.collector.config import (
     GRPCServerConfig,
     HTTPServerConfig,
     http_server_unsupported,
-    split_endpoint,
 )
-from amtp_obs.collector.httpserver import HttpServer
 from amtp_obs.collector.signals import LOGS, METRICS, SIGNALS, TRACES, Signal
+from amtp_obs.httpserver import HttpServer, StartError
+from amtp_obs.net import join_host_port, split_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +343,7 @@ class OTLPReceiver(Component):
             h, p = split_endpoint(g.endpoint, GRPC_PORT)
         except ValueError as exc:
             raise StartError(f"{where}: {exc}") from None
-        target = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+        target = join_host_port(h, p)
         try:
             port = server.add_insecure_port(target)
         except RuntimeError as exc:

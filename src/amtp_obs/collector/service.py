@@ -25,14 +25,14 @@ from amtp_obs.collector.component import (
     Consumer,
     ConsumerError,
     Host,
-    StartError,
     get_factory,
 )
 from amtp_obs.collector.config import ParsedConfig, PipelineConfig, load_config_file, parse_config
 from amtp_obs.collector.expfmt import CONTENT_TYPE
-from amtp_obs.collector.httpserver import HttpServer
 from amtp_obs.collector.signals import SIGNALS, Signal
 from amtp_obs.collector.telemetry import EXPORTER_SEND_FAILED, EXPORTER_SENT, SelfTelemetry, metric_name
+from amtp_obs.httpserver import HttpServer, StartError
+from amtp_obs.net import client_host, join_host_port
 
 log = logging.getLogger("amtp_obs.collector")
 
@@ -248,9 +248,7 @@ class Collector:
 
     def url(self, component: str, protocol: str = "http", path: str = "") -> str:
         host, port = self.listen_address(component, protocol)
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"http://{host}:{port}{path}"
+        return f"http://{join_host_port(client_host(host), port)}{path}"
 
     def component(self, kind: str, ref: str) -> Component:
         table: dict[str, dict[str, Any]] = {

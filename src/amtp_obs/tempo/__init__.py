@@ -4,13 +4,13 @@
 stack use :class:`TempoApp` (``await start()`` / ``await shutdown()``) or :class:`TempoThread`.
 """
 
-from amtp_obs.tempo.app import StartupError, TempoApp, TempoThread
+from amtp_obs.tempo.app import StartError, TempoApp, TempoThread
 from amtp_obs.tempo.config import ConfigError, TempoConfig, config_warnings, load_config, validate_config
 from amtp_obs.tempo.store import TraceStore
 
 __all__ = [
     "ConfigError",
-    "StartupError",
+    "StartError",
     "TempoApp",
     "TempoConfig",
     "TempoThread",

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from amtp_obs.shutdown import stop_event
-from amtp_obs.tempo.app import StartupError, TempoApp, read_config_file
+from amtp_obs.tempo.app import StartError, TempoApp, read_config_file
 from amtp_obs.tempo.config import ConfigError, config_warnings
 
 GC_THRESHOLDS = (20_000, 20, 100)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         asyncio.run(_run(app))
-    except StartupError as exc:
+    except StartError as exc:
         print(f"tempo: cannot start: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:

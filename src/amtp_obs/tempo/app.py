@@ -1,8 +1,9 @@
 """The embedded trace store as one service: OTLP in, Tempo's HTTP API out, metrics generator on the side.
 
 Differences from Tempo 2.4.1, on purpose: traces are searchable as soon as they are acknowledged;
-``/ready`` turns 200 once the WAL is replayed (no 15 s ring wait); an empty listen address binds
-127.0.0.1, not every interface; the server gRPC port (9095) also accepts OTLP trace exports.
+``/ready`` turns 200 once the WAL is replayed (no 15 s ring wait); an empty listen address or a
+host-less endpoint binds 127.0.0.1, not every interface (the embedded stack's one rule,
+:func:`amtp_obs.net.split_endpoint`); the server gRPC port (9095) also accepts OTLP trace exports.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-import uvicorn
 import yaml
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -27,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from amtp_obs.net import listen_socket
+from amtp_obs.httpserver import HttpServer, StartError
+from amtp_obs.net import LOOPBACK, client_host, join_host_port, split_endpoint
 from amtp_obs.tempo.api import build_api
 from amtp_obs.tempo.config import ConfigError, TempoConfig, load_config
 from amtp_obs.tempo.generator import MetricsGenerator
@@ -46,25 +45,8 @@ from amtp_obs.tempo.store import StoreClosed, TraceStore
 log = logging.getLogger("amtp_obs.tempo")
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-LOOPBACK = "127.0.0.1"
 STORAGE_PROBE_PERIOD = 1.0
 """Seconds between checks of a WAL that could not be written (disk full) while no export arrives."""
-
-
-class StartupError(RuntimeError):
-    """The store cannot start (port taken, directory not writable); the message says which."""
-
-
-def split_endpoint(endpoint: str, default_port: int) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``, ``:port``) -> (host, port)."""
-    host, sep, port = endpoint.rpartition(":")
-    if not sep:
-        host, port = endpoint, str(default_port)
-    host = host.strip("[]")
-    try:
-        return host, int(port)
-    except ValueError:
-        raise ConfigError([f"endpoint {endpoint!r}: port {port!r} is not a number"]) from None
 
 
 class RateLimiter:
@@ -127,21 +109,6 @@ class LiveTraces:
         return None
 
 
-class _QuietServer(uvicorn.Server):
-    """Uvicorn without its own signal handling: the process (or the test) owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        return listen_socket(host, port)
-    except OSError as exc:
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-
-
 def read_config_file(path: Path | str) -> Any:
     """The YAML document of a tempo.yaml; unreadable or invalid YAML is a :class:`ConfigError`."""
     path = Path(path)
@@ -178,8 +145,7 @@ class TempoApp:
         self.grpc_port = 0
         self.otlp_grpc_host, self.otlp_grpc_port = "", 0
         self.otlp_http_port: int | None = None
-        self._servers: list[_QuietServer] = []
-        self._server_tasks: list[asyncio.Task[None]] = []
+        self._servers: list[HttpServer] = []
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -200,13 +166,11 @@ class TempoApp:
 
     @property
     def http_url(self) -> str:
-        host = LOOPBACK if self.http_host in ("", "0.0.0.0") else self.http_host
-        return f"http://{host}:{self.http_port}"
+        return f"http://{join_host_port(client_host(self.http_host), self.http_port)}"
 
     @property
     def otlp_grpc_endpoint(self) -> str:
-        host = LOOPBACK if self.otlp_grpc_host in ("", "0.0.0.0", "::") else self.otlp_grpc_host
-        return f"{host}:{self.otlp_grpc_port}"
+        return join_host_port(client_host(self.otlp_grpc_host), self.otlp_grpc_port)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -223,30 +187,27 @@ class TempoApp:
 
     async def _start(self) -> None:
         srv = self.cfg.server
-        self.http_host = srv.http_listen_address or LOOPBACK
-        http_sock = _bind(self.http_host, srv.http_listen_port)
-        self.http_port = http_sock.getsockname()[1]
-        await self._serve_http(build_api(self), http_sock)
+        endpoint = join_host_port(srv.http_listen_address, srv.http_listen_port)
+        self.http_host, self.http_port = await self._serve_http(build_api(self), endpoint, "http")
         for path in (self.cfg.storage.trace.wal.path, self.store.blocks_dir):
             try:
                 Path(path).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StartupError(f"cannot create {path}: {exc.strerror or exc}") from None
+                raise StartError(f"cannot create {path}: {exc.strerror or exc}") from None
         if self.generator.enabled:
             gen_dir = Path(self.cfg.metrics_generator.storage.path) / TENANT
             try:
                 gen_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StartupError(f"cannot create {gen_dir}: {exc.strerror or exc}") from None
+                raise StartError(f"cannot create {gen_dir}: {exc.strerror or exc}") from None
         self.not_ready_reason = "replaying the WAL"
         await self.store.open()
         await self._start_grpc()
         otlp = self.cfg.distributor.receivers.otlp
         if otlp is not None and otlp.protocols.http is not None:
-            host, port = split_endpoint(otlp.protocols.http.endpoint, 4318)
-            sock = _bind(host or LOOPBACK, port)
-            self.otlp_http_port = sock.getsockname()[1]
-            await self._serve_http(self._otlp_http_app(), sock)
+            _, self.otlp_http_port = await self._serve_http(
+                self._otlp_http_app(), otlp.protocols.http.endpoint, "otlp http", 4318
+            )
         for other in ("jaeger", "zipkin", "opencensus", "kafka"):
             if getattr(self.cfg.distributor.receivers, other) is not None:
                 log.warning("receiver %s is configured but the embedded trace store only runs otlp", other)
@@ -264,32 +225,18 @@ class TempoApp:
             sorted(self.generator.processors) or "off",
         )
 
-    async def _serve_http(self, app: Starlette, sock: socket.socket) -> None:
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            loop="none",
-            timeout_graceful_shutdown=2,
-        )
-        server = _QuietServer(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name="tempo-http")
+    async def _serve_http(self, app: Starlette, endpoint: str, where: str, default_port: int = 0) -> tuple[str, int]:
+        server = HttpServer(app, endpoint, f"tempo {where}", default_port)
         self._servers.append(server)
-        self._server_tasks.append(task)
-        while not server.started:
-            if task.done():
-                exc = task.exception()
-                raise StartupError(f"HTTP server failed to start: {exc}")
-            await asyncio.sleep(0.005)
+        return await server.start()
 
     async def _start_grpc(self) -> None:
         otlp = self.cfg.distributor.receivers.otlp
         max_recv = self.cfg.server.grpc_server_max_recv_msg_size
         endpoints: list[tuple[str, int, str]] = []
         if otlp is not None and otlp.protocols.grpc is not None:
-            host, port = split_endpoint(otlp.protocols.grpc.endpoint, 4317)
-            endpoints.append((host or "0.0.0.0", port, "otlp"))
+            host, port = split_endpoint(otlp.protocols.grpc.endpoint, 4317)  # validated by load_config
+            endpoints.append((host, port, "otlp"))
             max_recv = max(max_recv, otlp.protocols.grpc.max_recv_msg_size_mib * 1024 * 1024)
         srv = self.cfg.server
         endpoints.append((srv.grpc_listen_address or LOOPBACK, srv.grpc_listen_port, "server"))
@@ -305,13 +252,13 @@ class TempoApp:
         )
         server.add_generic_rpc_handlers((handler,))
         for host, port, role in endpoints:
-            addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            addr = join_host_port(host, port)
             try:
                 bound = server.add_insecure_port(addr)
             except RuntimeError as exc:
-                raise StartupError(f"cannot listen on {addr} ({role} gRPC): {exc}") from None
+                raise StartError(f"cannot listen on {addr} ({role} gRPC): {exc}") from None
             if not bound:
-                raise StartupError(f"cannot listen on {addr} ({role} gRPC): address in use or unavailable")
+                raise StartError(f"cannot listen on {addr} ({role} gRPC): address in use or unavailable")
             if role == "otlp":
                 self.otlp_grpc_host, self.otlp_grpc_port = host, bound
             else:
@@ -468,10 +415,7 @@ class TempoApp:
         await self.generator.close()
         await self.store.close()
         for server in self._servers:
-            server.should_exit = True
-        for task in self._server_tasks:
-            with contextlib.suppress(Exception):
-                await task
+            await server.stop()
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from amtp_obs.durations import parse_duration
+from amtp_obs.net import split_endpoint
 
 # --------------------------------------------------------------------------------------------
 # Durations
@@ -100,12 +101,13 @@ class ServerConfig(_Strict):
 # --------------------------------------------------------------------------------------------
 
 
-_ENDPOINT = re.compile(r"^(\[[^\]]*\]|[^:\s\[\]]*):(\d{1,5})$")
-
-
 def _endpoint(v: str) -> str:
-    m = _ENDPOINT.match(v)
-    if m is None or int(m.group(2)) > 65535:
+    """A listen endpoint with a port; its host follows the embedded stack's one rule (amtp_obs.net)."""
+    try:
+        _, port = split_endpoint(v, default_port=-1)
+    except ValueError:
+        port = -1
+    if port < 0 or any(c.isspace() for c in v):
         raise ValueError(f"endpoint {v!r} must be host:port (e.g. 0.0.0.0:4317)")
     return v
 

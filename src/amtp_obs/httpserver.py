@@ -1,7 +1,9 @@
-"""Run an ASGI app with uvicorn inside the collector's event loop, on a socket we bind ourselves.
+"""Serve an ASGI app with uvicorn inside the caller's event loop, on a socket we bind ourselves.
 
-Binding first gives a clear error for a busy port and the real port when the config says ``:0``;
-uvicorn's own signal handling is disabled because the collector owns SIGTERM/SIGINT.
+One implementation for every embedded HTTP listener (collector receivers, extensions and exporters,
+the trace store's API and OTLP/HTTP). Binding first gives a clear error for a busy port and the real
+port when the endpoint says ``:0``; uvicorn's own signal handling is off because the process owns
+SIGTERM/SIGINT (:mod:`amtp_obs.shutdown`). Endpoints follow :func:`amtp_obs.net.split_endpoint`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 
 import uvicorn
 
-from amtp_obs.collector.component import StartError
-from amtp_obs.collector.config import split_endpoint
-from amtp_obs.net import listen_socket
+from amtp_obs.net import listen_socket, split_endpoint
+
+
+class StartError(Exception):
+    """A server or component could not start (port in use, bad endpoint); the message names which."""
 
 
 class _Server(uvicorn.Server):
@@ -26,7 +30,7 @@ class _Server(uvicorn.Server):
 
 
 def bind_tcp(endpoint: str, where: str, default_port: int = 0) -> socket.socket:
-    """A listening-ready socket for ``endpoint``; a clear :class:`StartError` when it cannot bind."""
+    """A listening socket for ``endpoint``; a :class:`StartError` naming ``where`` when it cannot bind."""
     try:
         host, port = split_endpoint(endpoint, default_port)
     except ValueError as exc:
@@ -38,7 +42,7 @@ def bind_tcp(endpoint: str, where: str, default_port: int = 0) -> socket.socket:
 
 
 class HttpServer:
-    """One HTTP listener; ``address`` is the bound (host, port)."""
+    """One HTTP listener; ``address`` is the bound (host, port) once :meth:`start` returned."""
 
     def __init__(self, app: Any, endpoint: str, where: str, default_port: int = 0) -> None:
         self.app = app
@@ -63,7 +67,7 @@ class HttpServer:
             proxy_headers=False,
         )
         self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=f"http {self.where}")
         while not self._server.started:
             if self._task.done():
                 exc = self._task.exception()
@@ -71,10 +75,11 @@ class HttpServer:
             await asyncio.sleep(0.005)
         return self.address
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, let requests in flight finish (up to ``timeout``)."""
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(self._task, 5)
+            await asyncio.wait_for(self._task, timeout)
         self._server = None
