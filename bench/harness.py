@@ -153,11 +153,13 @@ def collector_config(
     retry: dict[str, Any] | None = None,
     queue: dict[str, Any] | None = None,
     debug_exporter: bool = False,
+    log_level: str = "warn",
 ) -> dict[str, Any]:
     """The project's collector config on free ports, exporting to ``tempo_otlp`` (host:port).
 
     pprof/zpages are left out (nothing here reads them); the ``debug`` exporter is dropped unless
-    asked, since printing every batch would measure the terminal.
+    asked, since printing every batch would measure the terminal. Logs are at ``warn`` unless a
+    test reads the info lines (retries).
     """
     doc = copy.deepcopy(project().load_yaml(COLLECTOR_CONFIG))
     ext = doc["extensions"]
@@ -185,7 +187,7 @@ def collector_config(
         for pipeline in doc["service"]["pipelines"].values():
             pipeline["exporters"] = [e for e in pipeline["exporters"] if e != EXPORTER_DEBUG]
     doc["service"]["telemetry"]["metrics"]["address"] = f"{LOOPBACK}:{ports.self_metrics}"
-    doc["service"]["telemetry"]["logs"]["level"] = "warn"
+    doc["service"]["telemetry"]["logs"]["level"] = log_level
     return doc
 
 

@@ -1,8 +1,9 @@
 """Acceptance: `amtp-obs up` on non-default ports, real OTLP in, Tempo API and PromQL out, verify, down.
 
 Everything is real: the CLI runs as a subprocess, the collector and trace store are our processes,
-Prometheus is the Debian binary, data goes over loopback sockets. Tests in this module run in order
-against one stack (module fixture); the last one takes it down and checks nothing is left behind.
+Prometheus is the Debian binary, data goes over loopback sockets. The tests share one stack (module
+fixture) and the data they read comes from module fixtures too (an SDK export, a demo run), so each
+test passes alone and in any order; the tests that take a stack down start their own.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME
 
 from amtp_obs import contract, env
 from amtp_obs.demo import SERVICES
-from amtp_obs.net import free_ports, port_is_free
+from amtp_obs.net import bound_sockets, free_ports, port_is_free
 from amtp_obs.project import (
     COLLECTOR_CONFIG,
     DASHBOARDS_DIR,
@@ -69,8 +70,6 @@ class Stack:
     environ: dict[str, str]
     state: Path
     cwd: Path
-    sdk_trace_id: str = ""
-    json_trace_id: str = ""
 
     def url(self, variable: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[variable]}{path}"
@@ -93,8 +92,8 @@ def wait_for(what: Callable[[], Any], timeout: float, interval: float = 0.25) ->
     )
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def start_stack(base: Path) -> Stack:
+    """`amtp-obs up` on free ports in ``base``; a failed start fails the test with every service's log."""
     ports = dict(zip(PORT_VARIABLES, free_ports(len(PORT_VARIABLES)), strict=True))
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OBS_", "OTEL_"))}
     environ.update({k: str(v) for k, v in ports.items()})
@@ -103,13 +102,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Alerting runs when its variables are set; port 9 (discard) is closed: nothing is ever delivered.
     environ[env.AMTP_SLACK_WEBHOOK_URL] = "http://127.0.0.1:9/slack"
     environ[env.AMTP_ALERT_EMAIL_ADDRESSES] = "llm-alerts@example.invalid"
-    base = tmp_path_factory.mktemp("e2e")
     st = Stack(ports, environ, base / "state", base)
     res = st.cli("up", "--state-dir", str(st.state))
     if res.returncode != 0:
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (st.state / "logs").glob("*.log"))
         st.cli("down", "--state-dir", str(st.state))
         pytest.fail(f"amtp-obs up failed ({res.returncode}):\n{res.stdout}\n{res.stderr}\n{logs}")
+    return st
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    st = start_stack(tmp_path_factory.mktemp("e2e"))
     try:
         yield st
     finally:
@@ -170,6 +174,22 @@ def test_status_shows_every_embedded_service_ready(stack: Stack) -> None:
         assert not port_is_free(stack.ports[var]), var
 
 
+def test_every_socket_the_stack_opens_is_on_loopback(stack: Stack) -> None:
+    """What the processes actually bound (from /proc), not what their configs say: nothing faces the network."""
+    layout = Layout(stack.state)
+    by_service = {r.service: bound_sockets(group_members(r.pid)) for r in records(layout)}
+    assert set(by_service) == EMBEDDED
+    for service, sockets in by_service.items():
+        assert sockets, f"{service} listens on nothing"
+        outside = [s for s in sockets if not s.loopback]
+        assert not outside, f"{service} listens beyond loopback: {outside}"
+    listening = {s.port for sockets in by_service.values() for s in sockets if s.protocol.startswith("tcp")}
+    # Every port the OBS_* variables publish, and every internal one `up` chose, is among them.
+    assert set(stack.ports.values()) <= listening
+    internal = {info["port"] for info in json.loads(layout.ports_file.read_text())["binds"].values()}
+    assert internal <= listening, internal - listening
+
+
 def test_dashboard_serves_the_provisioned_dashboard(stack: Stack) -> None:
     assert httpx.get(stack.url(env.OBS_GRAFANA_PORT, "/api/health"), timeout=5).status_code == 200
     r = httpx.get(stack.url(env.OBS_GRAFANA_PORT, "/d/llm-token-accounting"), timeout=10)
@@ -183,7 +203,16 @@ def test_up_again_is_a_no_op(stack: Stack) -> None:
     assert {r.service: r.pid for r in records(Layout(stack.state))} == before
 
 
-def test_grpc_export_from_the_plain_sdk_reaches_tempo(stack: Stack) -> None:
+@dataclass(frozen=True)
+class SdkExport:
+    """One LLM trace and the three token counters, sent by the plain OpenTelemetry SDK over gRPC."""
+
+    service: str
+    trace_id: str
+    attributes: dict[str, Any]
+
+
+def export_with_the_plain_sdk(stack: Stack, service: str) -> SdkExport:
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics import MeterProvider
@@ -194,7 +223,7 @@ def test_grpc_export_from_the_plain_sdk_reaches_tempo(stack: Stack) -> None:
     from opentelemetry.trace import SpanKind
 
     endpoint = stack.url(env.OBS_OTEL_GRPC_PORT)
-    resource = Resource.create({SERVICE_NAME: SDK_SERVICE})
+    resource = Resource.create({SERVICE_NAME: service})
     tp = TracerProvider(resource=resource)
     tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
     reader = PeriodicExportingMetricReader(
@@ -208,32 +237,47 @@ def test_grpc_export_from_the_plain_sdk_reaches_tempo(stack: Stack) -> None:
     with tracer.start_as_current_span(contract.SPAN_LLM_COMPLETION, kind=SpanKind.CLIENT, attributes=attrs) as root:
         with tracer.start_as_current_span(contract.SPAN_LLM_INFERENCE):
             pass
-        stack.sdk_trace_id = format(root.get_span_context().trace_id, "032x")
+        trace_id = format(root.get_span_context().trace_id, "032x")
     for spec, value in TOKENS.items():
         meter.create_counter(spec.instrument, unit=spec.unit, description=spec.description).add(value, metric_attrs)
     assert mp.force_flush(10_000)
     tp.shutdown()
     mp.shutdown()
+    return SdkExport(service, trace_id, attrs)
 
-    doc = wait_for(lambda: tempo_trace(stack, stack.sdk_trace_id), 20)
+
+@pytest.fixture(scope="module")
+def sdk_export(stack: Stack) -> SdkExport:
+    return export_with_the_plain_sdk(stack, SDK_SERVICE)
+
+
+@pytest.fixture(scope="module")
+def demo(stack: Stack) -> subprocess.CompletedProcess[str]:
+    """The demo workload: calls at 0, 3, 6 and 9 s (the last one fails on purpose)."""
+    res = stack.cli("demo", "--calls", "4", "--duration", "9", timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+def test_grpc_export_from_the_plain_sdk_reaches_tempo(stack: Stack, sdk_export: SdkExport) -> None:
+    doc = wait_for(lambda: tempo_trace(stack, sdk_export.trace_id), 20)
     spans = span_names(doc)
     assert set(spans) == {contract.SPAN_LLM_COMPLETION, contract.SPAN_LLM_INFERENCE}
     root_attrs = spans[contract.SPAN_LLM_COMPLETION]
-    for key, value in attrs.items():
+    for key, value in sdk_export.attributes.items():
         assert root_attrs[key] == value, key
     for key, value in collector_inserted_attributes().items():  # the collector's processor ran
         assert root_attrs[key] == value, key
 
 
-def test_demo_workload_runs_against_the_stack(stack: Stack) -> None:
-    res = stack.cli("demo", "--calls", "4", "--duration", "9", timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "deliberate errors" in res.stdout
+def test_demo_workload_runs_against_the_stack(stack: Stack, demo: subprocess.CompletedProcess[str]) -> None:
+    assert "deliberate errors" in demo.stdout
 
     # Calls at 0, 3, 6 and 9 s (the last one fails on purpose, so tokens stop at 6 s), exported every
     # second and scraped every 5 s: the first scrape that sees a series comes before its last rise, so
-    # the Token Rate panel's rate() has two different samples for every service.
-    expr = f'sum by (service_name) (rate({contract.TOTAL_TOKENS.prometheus_name}{{service_name=~"amtp-demo-.*"}}[1m]))'
+    # the Token Rate panel's rate() has two different samples for every service. The window reaches
+    # back over the whole module run: the demo may have run well before this test (any test order).
+    expr = f'sum by (service_name) (rate({contract.TOTAL_TOKENS.prometheus_name}{{service_name=~"amtp-demo-.*"}}[30m]))'
 
     def rising() -> set[str] | None:
         names = {s["metric"]["service_name"] for s in stack.promql(expr) if float(s["value"][1]) > 0}
@@ -276,7 +320,6 @@ def test_otlp_http_json_with_hex_ids_reaches_tempo(stack: Stack) -> None:
     }  # fmt: skip
     r = httpx.post(stack.url(env.OBS_OTEL_HTTP_PORT, "/v1/traces"), json=body, timeout=10)
     assert r.status_code == 200, r.text
-    stack.json_trace_id = trace_id
     doc = wait_for(lambda: tempo_trace(stack, trace_id), 20)
     spans = span_names(doc)
     assert spans[contract.SPAN_LLM_COMPLETION][contract.LLM_MODEL] == "claude-haiku-4-5"
@@ -335,15 +378,17 @@ def test_invalid_trace_ids_against_tempo(stack: Stack) -> None:
     assert 400 <= r.status_code < 500 and r.text.strip()
 
 
-def test_services_keep_serving_after_bad_input(stack: Stack) -> None:
+def test_services_keep_serving_after_bad_input(stack: Stack, sdk_export: SdkExport) -> None:
     health = Project(REPO, {}).load_yaml(COLLECTOR_CONFIG)["extensions"]["health_check"].get("path", "/")
     assert httpx.get(stack.url(env.OBS_OTEL_HEALTH_PORT, health), timeout=5).status_code == 200
     assert httpx.get(stack.url(env.OBS_TEMPO_HTTP_PORT, "/ready"), timeout=5).status_code == 200
     assert httpx.get(stack.url(env.OBS_PROMETHEUS_PORT, "/-/ready"), timeout=5).status_code == 200
-    assert tempo_trace(stack, stack.sdk_trace_id) is not None
+    assert wait_for(lambda: tempo_trace(stack, sdk_export.trace_id), 20)
 
 
-def test_counters_in_prometheus_under_the_contract_names(stack: Stack) -> None:
+def test_counters_in_prometheus_under_the_contract_names(
+    stack: Stack, sdk_export: SdkExport, demo: subprocess.CompletedProcess[str]
+) -> None:
     def series() -> dict[str, float] | None:
         got = {}
         for spec in TOKENS:
@@ -371,7 +416,7 @@ def test_counters_in_prometheus_under_the_contract_names(stack: Stack) -> None:
     assert stack.promql(f'llm_tokens_total{{service_name="{SDK_SERVICE}"}}') == []
 
 
-def test_span_metrics_in_prometheus(stack: Stack) -> None:
+def test_span_metrics_in_prometheus(stack: Stack, sdk_export: SdkExport) -> None:
     expr = f'{contract.SPANMETRICS_CALLS}{{service="{SDK_SERVICE}", span_name="{contract.SPAN_LLM_COMPLETION}"}}'
     result = wait_for(lambda: stack.promql(expr), PROM_WAIT_S, interval=1.0)
     assert sum(float(s["value"][1]) for s in result) >= 1
@@ -390,7 +435,7 @@ def test_verify_passes(stack: Stack) -> None:
 
 
 @pytest.mark.needs("chromium")
-def test_dashboard_in_headless_chromium_after_the_demo(stack: Stack) -> None:
+def test_dashboard_in_headless_chromium_after_the_demo(stack: Stack, demo: subprocess.CompletedProcess[str]) -> None:
     """The embedded Grafana stand-in shows every provisioned panel with values, as a browser sees it."""
     source = json.loads((REPO / DASHBOARDS_DIR / "llm-token-accounting.json").read_text())
     titles = [p["title"] for p in source["panels"]]
@@ -573,38 +618,43 @@ def test_spend_equals_the_hand_computed_usd_everywhere(stack: Stack) -> None:
     wait_for(lambda: stack.promql(sel), 150, interval=2.0)
 
 
-def test_down_leaves_nothing_behind(stack: Stack) -> None:
-    layout = Layout(stack.state)
-    recs = records(layout)
-    assert {r.service for r in recs} == EMBEDDED
-    res = stack.cli("down", "--state-dir", str(stack.state))
-    assert res.returncode == 0, res.stdout + res.stderr
-    for r in recs:
-        assert not alive(r.pid), r.service
-        assert group_members(r.pid) == [], r.service
-    assert records(layout) == []
-    bound = json.loads(layout.ports_file.read_text())["binds"]
-    for key, info in bound.items():
-        assert port_is_free(info["port"]), key
-    # State survives for the next `up` (WAL, blocks, Prometheus data, logs).
-    assert (stack.state / "logs").is_dir() and any((stack.state / "volumes").iterdir())
-    res = stack.cli("status", "--state-dir", str(stack.state))
-    assert res.returncode == 3 and "stopped" in res.stdout
-    assert yaml.safe_load((layout.config / SERVICE_TEMPO / "tempo.yaml").read_text())["server"]
+def test_down_leaves_nothing_behind_and_up_keeps_the_state(tmp_path: Path) -> None:
+    """`down` stops every process and frees every port; WAL/blocks and Prometheus data survive for `up`.
 
-
-def test_state_survives_down_and_up(stack: Stack) -> None:
-    """WAL/blocks and Prometheus data live in the state dir: a restarted stack still has them."""
-    res = stack.cli("up", "--state-dir", str(stack.state))
-    assert res.returncode == 0, res.stdout + res.stderr
+    Its own stack: taking the shared one down would pull it from under the other tests.
+    """
+    st = start_stack(tmp_path)
     try:
-        doc = tempo_trace(stack, stack.sdk_trace_id)
+        sent = export_with_the_plain_sdk(st, f"e2e-restart-{RUN}")
+        samples = f'count_over_time({contract.PROMPT_TOKENS.prometheus_name}{{service_name="{sent.service}"}}[30m])'
+        wait_for(lambda: tempo_trace(st, sent.trace_id), 20)
+        wait_for(lambda: st.promql(samples), PROM_WAIT_S, interval=1.0)
+        layout = Layout(st.state)
+        recs = records(layout)
+        assert {r.service for r in recs} == EMBEDDED
+        res = st.cli("down", "--state-dir", str(st.state))
+        assert res.returncode == 0, res.stdout + res.stderr
+        for r in recs:
+            assert not alive(r.pid), r.service
+            assert group_members(r.pid) == [], r.service
+        assert records(layout) == []
+        bound = json.loads(layout.ports_file.read_text())["binds"]
+        for key, info in bound.items():
+            assert port_is_free(info["port"]), key
+        # State survives for the next `up` (WAL, blocks, Prometheus data, logs).
+        assert (st.state / "logs").is_dir() and any((st.state / "volumes").iterdir())
+        res = st.cli("status", "--state-dir", str(st.state))
+        assert res.returncode == 3 and "stopped" in res.stdout
+        assert yaml.safe_load((layout.config / SERVICE_TEMPO / "tempo.yaml").read_text())["server"]
+
+        res = st.cli("up", "--state-dir", str(st.state))
+        assert res.returncode == 0, res.stdout + res.stderr
+        doc = tempo_trace(st, sent.trace_id)
         assert doc is not None and contract.SPAN_LLM_COMPLETION in span_names(doc)
-        expr = f'count_over_time({contract.PROMPT_TOKENS.prometheus_name}{{service_name="{SDK_SERVICE}"}}[30m])'
-        assert stack.promql(expr), "Prometheus lost the samples scraped before the restart"
+        assert st.promql(samples), "Prometheus lost the samples scraped before the restart"
     finally:
-        res = stack.cli("down", "--state-dir", str(stack.state))
-    assert res.returncode == 0 and records(Layout(stack.state)) == []
+        res = st.cli("down", "--state-dir", str(st.state))
+    assert res.returncode == 0 and records(Layout(st.state)) == []
 
 
 def test_foreground_stops_everything_on_sigterm(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import grpc
 import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from prometheus_client.parser import text_string_to_metric_families
 from tempo_helpers import Exporter, new_id, request, span, tempo_doc, wait_until
 
 from amtp_obs import contract
@@ -246,7 +247,11 @@ def test_service_graphs_reach_prometheus(
 
 
 def test_generator_stays_off_without_overrides(start_tempo: Callable[..., TempoApp], tmp_path: Path) -> None:
-    """2.4.1: storage.path alone enables nothing; the processors must be listed in overrides."""
+    """2.4.1: storage.path alone enables nothing; the processors must be listed in overrides.
+
+    A store with the overrides runs beside it as the control: once the control has pushed three
+    times, the store without them has had as long and as much data, and must have pushed nothing.
+    """
     hits: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -261,20 +266,22 @@ def test_generator_stays_off_without_overrides(start_tempo: Callable[..., TempoA
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/api/v1/write"
-        doc = generator_doc(tmp_path, url)
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        doc = generator_doc(tmp_path / "off", f"{base}/off/api/v1/write")
         doc["overrides"] = {"defaults": {}}
-        app = start_tempo(doc)
-        assert not app.generator.enabled
-        with Exporter(app.otlp_grpc_endpoint) as ex:
-            assert ex.export(request("svc", _llm_spans()))[0] == grpc.StatusCode.OK
-        time.sleep(1.0)  # more than three collection intervals
-        assert hits == []
-        # With the overrides, the same receiver gets remote-write requests.
-        on = start_tempo(generator_doc(tmp_path / "on", url))
-        with Exporter(on.otlp_grpc_endpoint) as ex:
-            assert ex.export(request("svc", _llm_spans()))[0] == grpc.StatusCode.OK
-        assert wait_until(lambda: hits, timeout=10) == ["/api/v1/write"] * len(hits)
+        off = start_tempo(doc)
+        assert not off.generator.enabled
+        on = start_tempo(generator_doc(tmp_path / "on", f"{base}/on/api/v1/write"))
+        assert on.generator.enabled
+        for app in (off, on):
+            with Exporter(app.otlp_grpc_endpoint) as ex:
+                assert ex.export(request("svc", _llm_spans()))[0] == grpc.StatusCode.OK
+        assert wait_until(lambda: hits.count("/on/api/v1/write") >= 3, timeout=15), hits
+        assert set(hits) == {"/on/api/v1/write"}, hits
+        # The store without the overrides took the spans all the same.
+        metrics = text_string_to_metric_families(httpx.get(f"{off.http_url}/metrics", timeout=5).text)
+        received = {s.name: s.value for f in metrics for s in f.samples}
+        assert received["tempo_distributor_spans_received_total"] == len(_llm_spans())
     finally:
         server.shutdown()
         server.server_close()

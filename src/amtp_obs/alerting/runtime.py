@@ -141,16 +141,27 @@ def report_unsupported(files: AlertingFiles, echo: Callable[[str], Any] = print)
 
 
 def alertmanager_command(
-    files: AlertingFiles, port: int, *, host: str = "127.0.0.1", binary: str | None = None
+    files: AlertingFiles,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    binary: str | None = None,
+    log_level: str | None = None,
 ) -> list[str]:
-    """The command line that runs the real Alertmanager on our files, clustering off, loopback only."""
-    return [
+    """The command line that runs the real Alertmanager on our files, clustering off, loopback only.
+
+    ``log_level=debug`` makes it log each notification a mute timing holds back (tests read that).
+    """
+    argv = [
         binary or find_alertmanager(),
         f"--config.file={files.alertmanager_config}",
         f"--storage.path={files.storage_dir}",
         f"--web.listen-address={host}:{port}",
         "--cluster.listen-address=",
     ]
+    if log_level:
+        argv.append(f"--log.level={log_level}")
+    return argv
 
 
 def add_alerting(
@@ -174,9 +185,11 @@ def add_alerting(
 class AlertmanagerProcess:
     """The real Alertmanager as a child process (own process group), for tests and embedding."""
 
-    def __init__(self, files: AlertingFiles, port: int, log: Path, *, binary: str | None = None) -> None:
+    def __init__(
+        self, files: AlertingFiles, port: int, log: Path, *, binary: str | None = None, log_level: str | None = None
+    ) -> None:
         self.files, self.port, self.log_path = files, port, log
-        self.argv = alertmanager_command(files, port, binary=binary)
+        self.argv = alertmanager_command(files, port, binary=binary, log_level=log_level)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
