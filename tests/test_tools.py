@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,16 @@ def test_a_tool_with_another_name_is_found_under_it(tmp_path: Path, monkeypatch:
     upstream.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
     assert find_tool("alertmanager") == str(upstream)
+
+
+def test_no_test_skips_itself_past_the_gate() -> None:
+    """A skip on a missing tool or an own module would bypass the CI rule: tests use needs(...) instead."""
+    skips = re.compile(r"importorskip\(|pytest\.skip\(|skipif\(.*\bNone\b")
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        if path == Path(__file__).resolve():
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if skips.search(line.split("#", 1)[0]):
+                offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert offenders == [], "\n".join(offenders)

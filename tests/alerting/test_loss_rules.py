@@ -169,7 +169,7 @@ def test_every_loss_rule_is_exercised_and_routed_by_severity() -> None:
     assert all("cluster" in c.alert_labels for c in CASES)
 
 
-@pytest.mark.skipif(find_tool("promtool") is None, reason="promtool not on PATH")
+@pytest.mark.needs("promtool")
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name + ":" + ",".join(f"{v}" for v in c.alert_labels.values()))
 def test_loss_rule_with_promtool(case: Case, tmp_path: Path) -> None:
     group = copy.deepcopy(loss_rules())
@@ -206,7 +206,7 @@ def test_loss_rule_with_promtool(case: Case, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.skipif(find_tool("promtool") is None, reason="promtool not on PATH")
+@pytest.mark.needs("promtool")
 def test_translated_loss_rules_and_annotations_pass_promtool_check(tmp_path: Path) -> None:
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [loss_rules()]}))
     tool = find_tool("promtool")

@@ -1,4 +1,4 @@
-"""Session fixtures for the dashboard tests: the real Prometheus, a Tempo-API server, the app."""
+"""Session fixtures for the dashboard tests: the real Prometheus, the real trace store, the app."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ from collections.abc import Iterator
 
 import pytest
 from dash_helpers import (
-    FakeTempo,
     Prom,
+    RecordingApp,
     ServerThread,
     alert_rules,
     make_settings,
     remote_write,
     run_prometheus,
+    run_trace_store,
+    seed_trace,
     synthetic_series,
 )
 
 from amtp_obs.dashboard import create_app
+from amtp_obs.tempo import TempoApp
 
 
 @pytest.fixture(scope="session")
@@ -30,13 +33,21 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
 
 
 @pytest.fixture(scope="session")
-def fake_tempo() -> Iterator[tuple[FakeTempo, str]]:
-    tempo = FakeTempo()
-    with ServerThread(tempo.app) as srv:
-        yield tempo, srv.url
+def trace_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TempoApp]:
+    """amtp_obs.tempo holding TRACE_ID (a minute old), received over OTLP gRPC."""
+    with run_trace_store(tmp_path_factory.mktemp("tempo")) as app:
+        assert not app.generator.enabled  # the synthetic span metrics stay the only ones
+        seed_trace(app.otlp_grpc_endpoint, time.time_ns() - 60_000_000_000)
+        yield app
 
 
 @pytest.fixture(scope="session")
-def dashboard_url(prometheus: Prom, fake_tempo: tuple[FakeTempo, str]) -> Iterator[str]:
-    with ServerThread(create_app(make_settings(prometheus.url, fake_tempo[1]))) as srv:
+def dashboard_app(prometheus: Prom, trace_store: TempoApp) -> RecordingApp:
+    """The dashboard app, noting every path it serves (the browser test counts the page's refreshes)."""
+    return RecordingApp(create_app(make_settings(prometheus.url, trace_store.http_url)))
+
+
+@pytest.fixture(scope="session")
+def dashboard_url(dashboard_app: RecordingApp) -> Iterator[str]:
+    with ServerThread(dashboard_app) as srv:
         yield srv.url

@@ -1,4 +1,4 @@
-"""Helpers for the dashboard tests: the Prometheus binary fed by remote write, a Tempo-API server.
+"""Helpers for the dashboard tests: the Prometheus binary fed by remote write, the embedded trace store.
 
 Series are named the way the pipeline names them (contract counters after the collector's naming,
 Tempo span metrics with Tempo's labels), so the provisioned dashboard's own queries find them.
@@ -6,9 +6,8 @@ Tempo span metrics with Tempo's labels), so the provisioned dashboard's own quer
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import socket
+import copy
 import struct
 import subprocess
 import threading
@@ -19,22 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import cramjam
+import grpc
 import httpx
 import pytest
 import uvicorn
 import yaml
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from amtp_obs import contract, env
 from amtp_obs.accounting import rules as accounting_rules
 from amtp_obs.alerting import runtime
 from amtp_obs.collector.prometheus_naming import normalize_label
 from amtp_obs.dashboard import DashboardSettings
-from amtp_obs.net import free_port
-from amtp_obs.project import ALERTING_FILE, Project
+from amtp_obs.net import LOOPBACK, free_port, listen_socket
+from amtp_obs.otlp import to_key_values
+from amtp_obs.project import ALERTING_FILE, TEMPO_CONFIG, Project
+from amtp_obs.tempo import TempoApp, TempoThread
+from amtp_obs.tempo.app import TRACE_SERVICE
 from amtp_obs.testing import tools
 from amtp_obs.tools import find_tool
 
@@ -53,6 +54,7 @@ CALLS_PER_STEP = 2
 P95_MS = (0.064 + 0.95 * (0.128 - 0.064)) * 1000
 """Every synthetic call lies in the (0.064, 0.128] s bucket: histogram_quantile interpolates linearly."""
 TRACE_ID = "4c04e2687a2d511e2f017aef7079bb0d"
+OTLP_TRACE_EXPORT = f"/{TRACE_SERVICE}/Export"
 
 
 # -- Prometheus remote-write 1.0 (protobuf prometheus.WriteRequest, snappy block) ------------------
@@ -229,123 +231,88 @@ def run_prometheus(work: Path, rule_files: list[Path] | None = None) -> Iterator
         log.close()
 
 
-# -- a Tempo 2.4.1 API: /api/search and /api/traces/{id} shapes ------------------------------------
+# -- the embedded trace store, holding one known LLM trace ----------------------------------------
 
 
-def _b64(hex_id: str) -> str:
-    return base64.b64encode(bytes.fromhex(hex_id)).decode()
+def trace_store_doc(state: Path, prometheus_url: str | None = None) -> dict[str, Any]:
+    """The project's tempo.yaml with only addresses and paths rewritten, as the embedded stack does.
+
+    Without ``prometheus_url`` the metrics generator is off, so the synthetic span metrics the
+    panels are checked against stay the only ones.
+    """
+    doc = copy.deepcopy(Project(REPO, {}).load_yaml(TEMPO_CONFIG))
+    doc["server"].update(http_listen_address=LOOPBACK, http_listen_port=0, grpc_listen_port=0)
+    doc["distributor"]["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": f"{LOOPBACK}:0"}}
+    doc["storage"]["trace"]["wal"]["path"] = str(state / "wal")
+    doc["storage"]["trace"]["local"]["path"] = str(state / "blocks")
+    gen = doc["metrics_generator"]
+    gen["storage"]["path"] = str(state / "generator")
+    if prometheus_url is None:
+        doc["overrides"]["defaults"]["metrics_generator"]["processors"] = []
+        prometheus_url = f"http://{LOOPBACK}:9"  # discard port, closed: never written to while off
+    for rw in gen["storage"]["remote_write"]:
+        rw["url"] = f"{prometheus_url}/api/v1/write"
+    return doc
 
 
-def tempo_trace_doc(now_ns: int) -> dict[str, Any]:
-    def span(
-        span_id: str, parent: str | None, name: str, start: int, end: int, attrs: dict[str, Any]
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "traceId": _b64(TRACE_ID),
-            "spanId": _b64(span_id),
-            "name": name,
-            "kind": "SPAN_KIND_CLIENT" if parent is None else "SPAN_KIND_INTERNAL",
-            "startTimeUnixNano": str(start),
-            "endTimeUnixNano": str(end),
-            "attributes": [
-                {"key": k, "value": {"intValue": str(v)} if isinstance(v, int) else {"stringValue": v}}
-                for k, v in attrs.items()
-            ],
-            "status": {"code": "STATUS_CODE_OK"},
-        }
-        if parent:
-            out["parentSpanId"] = _b64(parent)
-        return out
+@contextlib.contextmanager
+def run_trace_store(state: Path, prometheus_url: str | None = None, **kwargs: Any) -> Iterator[TempoApp]:
+    """amtp_obs.tempo on free loopback ports, in a thread (see :func:`trace_store_doc`)."""
+    with TempoThread(TempoApp.from_config(trace_store_doc(state, prometheus_url), **kwargs)) as app:
+        yield app
 
+
+def seed_trace(otlp_grpc_endpoint: str, start_ns: int) -> None:
+    """TRACE_ID over OTLP gRPC: an llm.completion root of SERVICES[0] with its two children."""
     attrs = {contract.LLM_MODEL: "gpt-4o", contract.LLM_PROVIDER: "openai", contract.LLM_TOKENS_PROMPT: 128}
-    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": SERVICES[0]}}]}
-    return {
-        "batches": [
-            {
-                "resource": resource,
-                "scopeSpans": [
-                    {
-                        "scope": {"name": "test"},
-                        "spans": [
-                            span(
-                                "6d16f62bf3fcca46",
-                                None,
-                                contract.SPAN_LLM_COMPLETION,
-                                now_ns,
-                                now_ns + 67_000_000,
-                                attrs,
-                            ),
-                            span(
-                                "0000000000000b01",
-                                "6d16f62bf3fcca46",
-                                contract.SPAN_LLM_INFERENCE,
-                                now_ns + 1_000_000,
-                                now_ns + 60_000_000,
-                                {},
-                            ),
-                            span(
-                                "0000000000000b02",
-                                "6d16f62bf3fcca46",
-                                contract.SPAN_LLM_RESPONSE_PARSE,
-                                now_ns + 61_000_000,
-                                now_ns + 66_000_000,
-                                {},
-                            ),
-                        ],
-                    }
-                ],
-            }
-        ]
-    }
-
-
-class FakeTempo:
-    """Answers Tempo 2.4.1's search and trace-by-id routes; records the TraceQL it was asked."""
-
-    def __init__(self) -> None:
-        self.queries: list[str] = []
-        self.now_ns = time.time_ns() - 60_000_000_000
-        self.app = Starlette(
-            routes=[
-                Route("/api/search", self.search),
-                Route("/api/traces/{trace_id}", self.trace),
-                Route("/api/echo", lambda r: PlainTextResponse("echo")),
-            ]
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend(to_key_values({"service.name": SERVICES[0]}))
+    spans = rs.scope_spans.add(scope={"name": "test"}).spans
+    root = bytes.fromhex("6d16f62bf3fcca46")
+    for span_id, parent, name, start_ms, end_ms, span_attrs in (
+        (root, b"", contract.SPAN_LLM_COMPLETION, 0, 67, attrs),
+        (bytes.fromhex("0000000000000b01"), root, contract.SPAN_LLM_INFERENCE, 1, 60, {}),
+        (bytes.fromhex("0000000000000b02"), root, contract.SPAN_LLM_RESPONSE_PARSE, 61, 66, {}),
+    ):
+        span = spans.add(
+            trace_id=bytes.fromhex(TRACE_ID),
+            span_id=span_id,
+            parent_span_id=parent,
+            name=name,
+            kind=Span.SPAN_KIND_CLIENT if not parent else Span.SPAN_KIND_INTERNAL,
+            start_time_unix_nano=start_ns + start_ms * 1_000_000,
+            end_time_unix_nano=start_ns + end_ms * 1_000_000,
         )
+        span.attributes.extend(to_key_values(span_attrs))
+        span.status.code = Status.STATUS_CODE_OK
+    with grpc.insecure_channel(otlp_grpc_endpoint) as channel:
+        channel.unary_unary(OTLP_TRACE_EXPORT)(req.SerializeToString(), timeout=10)
 
-    async def search(self, request: Request) -> Response:
-        q = request.query_params.get("q", "")
-        self.queries.append(q)
-        if not q.startswith("{"):
-            return PlainTextResponse(f"invalid TraceQL query: parse error at {q[:10]!r}", status_code=400)
-        return JSONResponse(
-            {
-                "traces": [
-                    {
-                        "traceID": TRACE_ID,
-                        "rootServiceName": SERVICES[0],
-                        "rootTraceName": contract.SPAN_LLM_COMPLETION,
-                        "startTimeUnixNano": str(self.now_ns),
-                        "durationMs": 67,
-                    }
-                ],
-                "metrics": {"inspectedTraces": 1},
-            }
-        )
 
-    async def trace(self, request: Request) -> Response:
-        trace_id = request.path_params["trace_id"].rjust(32, "0")
-        if trace_id != TRACE_ID:
-            return PlainTextResponse("trace not found", status_code=404)
-        return JSONResponse(tempo_trace_doc(self.now_ns))
+class RecordingApp:
+    """An ASGI app that notes each HTTP request (path and query) before passing it on."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.requests: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode("latin-1")
+            self.requests.append(scope["path"] + (f"?{query}" if query else ""))
+        await self.app(scope, receive, send)
+
+    def count(self, path: str, query_part: str = "") -> int:
+        """Requests for ``path`` whose query contains ``query_part``."""
+        return sum(1 for r in self.requests if r.partition("?")[0] == path and query_part in r.partition("?")[2])
 
 
 class ServerThread:
     """Runs an ASGI app with uvicorn on a pre-bound free loopback port, in a thread."""
 
     def __init__(self, app: Any) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = listen_socket(LOOPBACK, free_port())
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

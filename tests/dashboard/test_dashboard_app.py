@@ -22,7 +22,6 @@ from dash_helpers import (
     SERVICES,
     STEP_S,
     TRACE_ID,
-    FakeTempo,
     Prom,
     ServerThread,
     final_tokens,
@@ -33,6 +32,7 @@ from dash_helpers import (
 from amtp_obs import contract
 from amtp_obs.dashboard import create_app
 from amtp_obs.project import ALERTING_FILE, DASHBOARDS_DIR
+from amtp_obs.tempo import TempoApp
 from amtp_obs.testing.poll import eventually
 
 UID = "llm-token-accounting"
@@ -86,9 +86,7 @@ def test_every_provisioned_panel_has_its_value(dashboard_url: str) -> None:
     assert table["links"][0] == f"/trace/{TRACE_ID}"
 
 
-def test_template_variables_come_from_label_values_and_filter_the_panels(
-    dashboard_url: str, fake_tempo: tuple[FakeTempo, str]
-) -> None:
+def test_template_variables_come_from_label_values_and_filter_the_panels(dashboard_url: str) -> None:
     doc = data(dashboard_url)
     variables = {v["name"]: v for v in doc["variables"]}
     assert variables["service_name"]["options"] == sorted(SERVICES)
@@ -107,8 +105,11 @@ def test_template_variables_come_from_label_values_and_filter_the_panels(
     ]
     assert p["Prompt Tokens"]["queries"] == expected
     assert stat(p["LLM Calls / sec"]) == pytest.approx(CALLS_PER_STEP / STEP_S, rel=1e-6)
-    # The TraceQL query received the selection too.
-    assert any(one in q for q in fake_tempo[0].queries)
+    # The TraceQL query received the selection too: the trace store finds the trace for its own
+    # service, and nothing for the other one.
+    assert [row[0] for row in p["LLM Trace Search"]["table"]["rows"]] == [TRACE_ID]
+    other = panels_by_title(data(dashboard_url, **{"var-service_name": SERVICES[1]}))["LLM Trace Search"]
+    assert other["error"] is None and other["table"]["rows"] == []
 
 
 def test_interval_follows_grafanas_rule(dashboard_url: str) -> None:
@@ -202,7 +203,7 @@ def test_datasource_proxy_reaches_prometheus_and_tempo(dashboard_url: str) -> No
 
 
 def test_a_broken_query_shows_its_error_and_the_rest_still_works(
-    tmp_path: Path, prometheus: Prom, fake_tempo: tuple[FakeTempo, str]
+    tmp_path: Path, prometheus: Prom, trace_store: TempoApp
 ) -> None:
     doc = json.loads(DASHBOARD_FILE.read_text())
     broken = next(p for p in doc["panels"] if p["title"] == "Prompt Tokens")
@@ -210,7 +211,7 @@ def test_a_broken_query_shows_its_error_and_the_rest_still_works(
     traces = next(p for p in doc["panels"] if p["type"] == "table")
     traces["targets"][0]["query"] = "not traceql"
     (tmp_path / DASHBOARD_FILE.name).write_text(json.dumps(doc))
-    with ServerThread(create_app(make_settings(prometheus.url, fake_tempo[1], tmp_path))) as srv:
+    with ServerThread(create_app(make_settings(prometheus.url, trace_store.http_url, tmp_path))) as srv:
         p = panels_by_title(data(srv.url))
         page = httpx.get(f"{srv.url}/d/{UID}", timeout=30)
     assert "parse error" in p["Prompt Tokens"]["error"]
@@ -230,7 +231,7 @@ def test_unreachable_backends_show_errors_in_every_panel_not_a_crash(tmp_path: P
     assert all(v["error"] and "unreachable" in v["error"] for v in doc["variables"])
 
 
-def test_cli_serves_the_dashboard(tmp_path: Path, prometheus: Prom, fake_tempo: tuple[FakeTempo, str]) -> None:
+def test_cli_serves_the_dashboard(tmp_path: Path, prometheus: Prom, trace_store: TempoApp) -> None:
     """``python -m amtp_obs.dashboard`` as the embedded stack starts it."""
     import subprocess
     import sys
@@ -239,7 +240,7 @@ def test_cli_serves_the_dashboard(tmp_path: Path, prometheus: Prom, fake_tempo: 
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "amtp_obs.dashboard", "--project-dir", str(REPO), "--port", str(port),
-         "--prometheus-url", prometheus.url, "--tempo-url", fake_tempo[1]],
+         "--prometheus-url", prometheus.url, "--tempo-url", trace_store.http_url],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -301,7 +302,7 @@ def _alert_list(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_alert_list_panel_shows_the_stacks_alerts_by_its_filter(
-    tmp_path: Path, dashboard_url: str, prometheus: Prom, fake_tempo: tuple[FakeTempo, str]
+    tmp_path: Path, dashboard_url: str, prometheus: Prom, trace_store: TempoApp
 ) -> None:
     """The provisioned alert list (label filter cluster=zt-amtp) lists the firing collector-down alert
     (no collector runs here); another label filter, a name filter or a state filter leaves it out."""
@@ -329,5 +330,5 @@ def test_alert_list_panel_shows_the_stacks_alerts_by_its_filter(
         doc = copy.deepcopy(source)
         next(p for p in doc["panels"] if p["type"] == "alertlist")["options"].update(change)
         (tmp_path / DASHBOARD_FILE.name).write_text(json.dumps(doc))
-        with ServerThread(create_app(make_settings(prometheus.url, fake_tempo[1], tmp_path))) as srv:
+        with ServerThread(create_app(make_settings(prometheus.url, trace_store.http_url, tmp_path))) as srv:
             assert [r[0] for r in _alert_list(data(srv.url))["table"]["rows"]] == [], change

@@ -1,4 +1,4 @@
-"""Headless Chromium loads the page served against the real Prometheus and a Tempo-API server.
+"""Headless Chromium loads the page served against the real Prometheus and the real trace store.
 
 The DOM must hold all seven provisioned panels with their values; a screenshot is kept in
 ``artifacts/`` (gitignored) for people and for docs/img/dashboard.png.
@@ -18,8 +18,8 @@ from dash_helpers import (
     PROMPT_PER_STEP,
     REPO,
     TRACE_ID,
-    FakeTempo,
     Prom,
+    RecordingApp,
     ServerThread,
     alert_titles,
     final_tokens,
@@ -28,6 +28,7 @@ from dash_helpers import (
 
 from amtp_obs.dashboard import create_app
 from amtp_obs.project import DASHBOARDS_DIR
+from amtp_obs.tempo import TempoApp
 from amtp_obs.testing.browser import chromium
 from amtp_obs.testing.browser import parse_panels as parse
 
@@ -42,7 +43,7 @@ def _alerts(base: str) -> list[dict[str, str]]:
 
 
 def test_headless_chromium_shows_all_seven_panels_with_values(
-    tmp_path: Path, dashboard_url: str, fake_tempo: tuple[FakeTempo, str]
+    tmp_path: Path, dashboard_url: str, dashboard_app: RecordingApp
 ) -> None:
     source = json.loads(DASHBOARD_FILE.read_text())
     expected_titles = [p["title"] for p in source["panels"]]
@@ -51,7 +52,7 @@ def test_headless_chromium_shows_all_seven_panels_with_values(
     while not any(r["name"] == alert and r["state"] == "firing" for r in _alerts(dashboard_url)):
         assert time.monotonic() < deadline, "the provisioned alert rule never fired in Prometheus"
         time.sleep(0.2)
-    asked = len(fake_tempo[0].queries)
+    asked = dashboard_app.count(f"/d/{UID}", "fragment=1")  # the page's own refresh fetches
     # refresh=1s: the page's own script must re-fetch the panels within the virtual time budget.
     dom = chromium(f"{dashboard_url}/d/{UID}?refresh=1s", tmp_path, "--dump-dom", budget_ms=4000)
     panels = parse(dom)
@@ -66,7 +67,7 @@ def test_headless_chromium_shows_all_seven_panels_with_values(
     assert re.fullmatch(r"[\d.]+ req/s", str(panels["LLM Calls / sec"]["stats"][0]))  # type: ignore[index]
     assert panels["Token Rate (per minute)"]["lines"] == 3
     assert any(str(link).startswith(f"/trace/{TRACE_ID}") for link in panels["LLM Trace Search"]["links"])  # type: ignore[attr-defined]
-    assert len(fake_tempo[0].queries) >= asked + 2, "the page did not refresh itself"
+    assert dashboard_app.count(f"/d/{UID}", "fragment=1") >= asked + 2, "the page did not refresh itself"
     # Firing alerts are on the page too, with their state.
     rows = re.findall(r"<tr class=\"alert-row state-(\w+)\"><td>(\w+)</td><td>([^<]+)</td>", dom)
     assert ("firing", "Prometheus", alert) in rows
@@ -86,7 +87,7 @@ def test_headless_chromium_shows_all_seven_panels_with_values(
 
 
 def test_headless_chromium_shows_a_broken_panel_error_beside_working_panels(
-    tmp_path: Path, prometheus: Prom, fake_tempo: tuple[FakeTempo, str]
+    tmp_path: Path, prometheus: Prom, trace_store: TempoApp
 ) -> None:
     doc = json.loads(DASHBOARD_FILE.read_text())
     broken = next(p for p in doc["panels"] if p["type"] == "timeseries")
@@ -94,7 +95,7 @@ def test_headless_chromium_shows_a_broken_panel_error_beside_working_panels(
     dashboards = tmp_path / "dashboards"
     dashboards.mkdir()
     (dashboards / DASHBOARD_FILE.name).write_text(json.dumps(doc))
-    with ServerThread(create_app(make_settings(prometheus.url, fake_tempo[1], dashboards))) as srv:
+    with ServerThread(create_app(make_settings(prometheus.url, trace_store.http_url, dashboards))) as srv:
         panels = parse(chromium(f"{srv.url}/d/{UID}", tmp_path, "--dump-dom"))
     assert "parse error" in str(panels[broken["title"]]["error"])
     others = [p for t, p in panels.items() if t != broken["title"]]

@@ -7,35 +7,17 @@ TraceQL, shows its waterfall, and offers the span names from the span metrics as
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-from dash_helpers import REPO, ServerThread, make_settings, run_prometheus
+from dash_helpers import ServerThread, make_settings, run_prometheus, run_trace_store
 
 from amtp_obs import contract
 from amtp_obs.dashboard import create_app
-from amtp_obs.project import TEMPO_CONFIG, Project
-from amtp_obs.tempo import app as tempo_app
 
 UID = "llm-token-accounting"
 SERVICE = "agent-gamma"
-
-
-def _tempo_doc(state: Path, prometheus_url: str) -> dict[str, Any]:
-    """The project's tempo.yaml with only addresses and paths rewritten, as the embedded stack does."""
-    doc = copy.deepcopy(Project(REPO, {}).load_yaml(TEMPO_CONFIG))
-    doc["server"].update(http_listen_address="127.0.0.1", http_listen_port=0, grpc_listen_port=0)
-    doc["distributor"]["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": "127.0.0.1:0"}}
-    doc["storage"]["trace"]["wal"]["path"] = str(state / "wal")
-    doc["storage"]["trace"]["local"]["path"] = str(state / "blocks")
-    gen = doc["metrics_generator"]
-    gen["storage"]["path"] = str(state / "generator")
-    for rw in gen["storage"]["remote_write"]:
-        rw["url"] = f"{prometheus_url}/api/v1/write"
-    return doc
 
 
 def _send_trace(endpoint: str) -> str:
@@ -59,18 +41,19 @@ def _send_trace(endpoint: str) -> str:
 
 
 def test_dashboard_reads_traces_and_span_metrics_from_the_embedded_store(tmp_path: Path) -> None:
-    with run_prometheus(tmp_path / "prom") as prom:
-        app = tempo_app.TempoApp.from_config(_tempo_doc(tmp_path / "tempo", prom.url), collection_interval=0.5)
-        with tempo_app.TempoThread(app) as tempo:
-            trace_id = _send_trace(tempo.otlp_grpc_endpoint)
-            deadline = time.monotonic() + 20
-            query = f'{contract.SPANMETRICS_CALLS}{{service="{SERVICE}"}}'
-            while not httpx.get(f"{prom.url}/api/v1/query", params={"query": query}).json()["data"]["result"]:
-                assert time.monotonic() < deadline, "span metrics never reached Prometheus"
-                time.sleep(0.2)
-            with ServerThread(create_app(make_settings(prom.url, tempo.http_url))) as srv:
-                doc = httpx.get(f"{srv.url}/api/amtp/dashboards/{UID}/data", timeout=30).json()
-                trace_page = httpx.get(f"{srv.url}/trace/{trace_id}", timeout=10)
+    with (
+        run_prometheus(tmp_path / "prom") as prom,
+        run_trace_store(tmp_path / "tempo", prom.url, collection_interval=0.5) as tempo,
+    ):
+        trace_id = _send_trace(tempo.otlp_grpc_endpoint)
+        deadline = time.monotonic() + 20
+        query = f'{contract.SPANMETRICS_CALLS}{{service="{SERVICE}"}}'
+        while not httpx.get(f"{prom.url}/api/v1/query", params={"query": query}).json()["data"]["result"]:
+            assert time.monotonic() < deadline, "span metrics never reached Prometheus"
+            time.sleep(0.2)
+        with ServerThread(create_app(make_settings(prom.url, tempo.http_url))) as srv:
+            doc = httpx.get(f"{srv.url}/api/amtp/dashboards/{UID}/data", timeout=30).json()
+            trace_page = httpx.get(f"{srv.url}/trace/{trace_id}", timeout=10)
     variables = {v["name"]: v for v in doc["variables"]}
     assert variables["service_name"]["options"] == [SERVICE]
     assert contract.SPAN_LLM_COMPLETION in variables["span_name"]["options"]

@@ -8,6 +8,7 @@ span of every request is in the store.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -27,12 +28,35 @@ WORKERS = 4
 DEADLINE_S = 25.0
 MAX_REQUESTS = 600
 AFTER_REFUSAL = 16
+SPIKE_MIB = 40
+OVER_BASELINE_MIB = 40
+"""The limiter refuses once RSS passes the idle collector's own RSS by this much (limit - spike)."""
+
+
+def _baseline_rss_mib(tmp_path: Path, tempo_otlp: str) -> float:
+    """RSS of an idle collector on the same config with the limiter out of reach, once it is ready.
+
+    The limit is set above this, so the test means the same on a machine whose Python, libraries or
+    allocator give a larger or smaller process.
+    """
+    probe = harness.collector_proc(
+        tmp_path / "probe", harness.CollectorPorts(), tempo_otlp, memory_limit_mib=8192, spike_limit_mib=SPIKE_MIB
+    )
+    probe.start(30)
+    try:
+        rss = probe.rss_mib()
+        assert rss is not None and rss > 0, probe.log_tail()
+        return rss
+    finally:
+        probe.stop()
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_overload_refuses_then_accepts_everything(procs: list[harness.Proc], tmp_path: Path, protocol: str) -> None:
     tports = harness.TempoPorts()
     cports = harness.CollectorPorts()
+    baseline = _baseline_rss_mib(tmp_path, tports.otlp_target)
+    limit_mib = math.ceil(baseline) + OVER_BASELINE_MIB + SPIKE_MIB
     # Small limit, fast checks; the store is down at first, so data piles up in the sending queue.
     coll = start(
         procs,
@@ -40,8 +64,8 @@ def test_overload_refuses_then_accepts_everything(procs: list[harness.Proc], tmp
             tmp_path / "collector",
             cports,
             tports.otlp_target,
-            memory_limit_mib=140,
-            spike_limit_mib=40,
+            memory_limit_mib=limit_mib,
+            spike_limit_mib=SPIKE_MIB,
             check_interval="100ms",
             retry={"initial_interval": "200ms", "max_interval": "1s", "max_elapsed_time": "60s"},
         ),
@@ -96,8 +120,10 @@ def test_overload_refuses_then_accepts_everything(procs: list[harness.Proc], tmp
     # Only once the collector has refused something does the store come up.
     assert refused_seen.wait(DEADLINE_S / 2), (
         f"the memory limiter never refused data ({len(sent)} requests sent, errors {errors}, "
-        f"collector RSS {coll.rss_mib()} MiB)"
+        f"collector RSS {coll.rss_mib()} MiB, idle {baseline:.0f} MiB, limit {limit_mib} MiB)"
     )
+    # It accepted data first: the refusals come from the data held, not from the idle process.
+    assert refused_at[0] >= WORKERS, f"refused at request {refused_at[0]} (idle {baseline:.0f} MiB, limit {limit_mib})"
     assert coll.alive(), "the collector died under overload:\n" + coll.log_tail()
     start(procs, harness.tempo_proc(tmp_path / "tempo", tports))
     for t in threads:
