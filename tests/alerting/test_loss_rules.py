@@ -20,10 +20,10 @@ import yaml
 from amtp_obs import env
 from amtp_obs import project as proj
 from amtp_obs.alerting import FOLDER_LABEL, translate
-from amtp_obs.check.framework import find_tool
 from amtp_obs.collector import telemetry as otelcol
 from amtp_obs.tempo.generator import REASON_OUTSIDE_SLACK
 from amtp_obs.tempo.metrics import DISCARDED_SPANS, GENERATOR_SPANS_DISCARDED, TENANT
+from amtp_obs.tools import find_tool
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP = "data-loss"

@@ -20,7 +20,7 @@ from amtp_obs.alerting import (
     interpolate_document,
     translate,
 )
-from amtp_obs.check.framework import find_tool
+from amtp_obs.tools import find_tool
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from amtp_obs import project as proj
-from amtp_obs.check.framework import Severity, find_tool, iter_findings, run_checks
+from amtp_obs.check.framework import Severity, iter_findings
+from amtp_obs.check.runner import run_checks
+from amtp_obs.tools import find_tool
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTING = proj.ALERTING_FILE.as_posix()

@@ -207,3 +207,29 @@ def test_cli_runs_until_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "Shutdown complete" in err
     assert "Traceback" not in err
+
+
+def test_factories_come_from_one_list_and_decide_what_parses() -> None:
+    """The service and the parser use the factories they are given; nothing is registered on import."""
+    from amtp_obs.collector import components
+    from amtp_obs.collector.component import EXPORTER, Factories
+    from amtp_obs.collector.config import parse_config
+    from amtp_obs.collector.exporter_debug import FACTORY as DEBUG_FACTORY
+
+    full = components()
+    assert full.types(EXPORTER) == ["debug", "otlp", "prometheus"]
+    doc = project_config()
+    assert parse_config(doc, full)[1] == []
+    without_debug = Factories([f for f in _all_factories(full) if f is not DEBUG_FACTORY])
+    problems = parse_config(doc, without_debug)[1]
+    assert any('unknown type "debug" for exporter' in p and "supports: otlp, prometheus" in p for p in problems)
+    with pytest.raises(ConfigError, match='unknown type "debug"'):
+        Collector.from_config(doc, without_debug)
+    with pytest.raises(ValueError, match="duplicate exporter factory for type 'debug'"):
+        Factories([DEBUG_FACTORY, DEBUG_FACTORY])
+
+
+def _all_factories(factories: Any) -> list[Any]:
+    from amtp_obs.collector.component import KIND_SECTIONS
+
+    return [factories.get(kind, t) for kind in KIND_SECTIONS for t in factories.types(kind)]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from amtp_obs.check.framework import find_tool
+from amtp_obs.tools import find_tool
 
 STEP_S = 15
 LABELS = ("cluster", "service_name", "llm_provider", "llm_model")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from promtool_support import STEP_S, Workload, close_to, promtool, run_promtool
+from promtool_support import STEP_S, Workload, close_to, run_promtool
 
 from amtp_obs.pricing import budgets, catalog, rules
 
-pytestmark = pytest.mark.skipif(promtool() is None, reason="promtool not on PATH")
+pytestmark = pytest.mark.needs("promtool")
 
 DAY = 86400
 CATALOG = """

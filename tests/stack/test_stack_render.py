@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from amtp_obs import env
-from amtp_obs.collector import config as collector_config
+from amtp_obs import collector, env
 from amtp_obs.project import (
     ALERTING_FILE,
     COLLECTOR_CONFIG,
@@ -261,7 +260,7 @@ def test_alerting_adds_alertmanager_and_rules(ports: dict[str, int], tmp_path: P
 def test_rendered_configs_pass_the_components_own_validation(project: Project, tmp_path: Path) -> None:
     """The collector and the trace store accept the copies exactly as they accept the originals."""
     stack = plan(project, Layout(tmp_path))
-    for name, module in ((SERVICE_COLLECTOR, collector_config), (SERVICE_TEMPO, tempo_config)):
+    for name, module in ((SERVICE_COLLECTOR, collector), (SERVICE_TEMPO, tempo_config)):
         path = stack.get(name).config_path
         assert path is not None
         assert module.validate_config(yaml.safe_load(path.read_text())) == [], name

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from amtp_obs import env
-from amtp_obs.check.framework import CheckOutcome, Severity, iter_findings, run_checks
+from amtp_obs.check.framework import CheckOutcome, Severity, iter_findings
+from amtp_obs.check.runner import run_checks
 from amtp_obs.console import make_console
 from amtp_obs.project import COMPOSE_FILE, Project, ProjectError
 

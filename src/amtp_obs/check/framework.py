@@ -9,7 +9,6 @@ error finding naming the check.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,19 +73,27 @@ class CheckSpec:
     func: CheckFunc
 
 
-REGISTRY: dict[str, CheckSpec] = {}
+SPEC_ATTRIBUTE = "check_spec"
 
 
 def check(name: str, description: str) -> Callable[[CheckFunc], CheckFunc]:
-    """Register a check under a unique, stable name (the one ``--only`` selects)."""
+    """Mark a function as a check with a unique, stable name (the one ``--only`` selects).
+
+    Marking registers nothing: :mod:`amtp_obs.check.registry` lists the check modules and collects
+    the marked functions of each, in the order they are defined.
+    """
 
     def deco(func: CheckFunc) -> CheckFunc:
-        if name in REGISTRY:
-            raise ValueError(f"duplicate check name {name}")
-        REGISTRY[name] = CheckSpec(name, description, func)
+        setattr(func, SPEC_ATTRIBUTE, CheckSpec(name, description, func))
         return func
 
     return deco
+
+
+def spec_of(obj: object) -> CheckSpec | None:
+    """The :class:`CheckSpec` of a function marked with :func:`check`, else None."""
+    spec = getattr(obj, SPEC_ATTRIBUTE, None)
+    return spec if isinstance(spec, CheckSpec) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,28 +304,6 @@ def run_one(spec: CheckSpec, ctx: Context) -> CheckOutcome:
             Finding(Severity.ERROR, f"check crashed: {type(exc).__name__}: {exc}", None, None, spec.name)
         )
     return outcome
-
-
-def selected(only: Sequence[str] | None) -> list[CheckSpec]:
-    """The checks to run; unknown names raise ``KeyError`` listing the valid ones."""
-    if not only:
-        return list(REGISTRY.values())
-    unknown = [n for n in only if n not in REGISTRY]
-    if unknown:
-        raise KeyError(f"unknown check(s): {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
-    return [REGISTRY[n] for n in only]
-
-
-def run_checks(root: Path, *, strict: bool = False, only: Sequence[str] | None = None) -> list[CheckOutcome]:
-    """Run the selected checks against the project at ``root`` (in registration order)."""
-    from amtp_obs.check import checks  # noqa: F401  (registers the checks)
-
-    specs = selected(only)
-    ctx = Context(root.resolve(), strict=strict)
-    try:
-        return [run_one(spec, ctx) for spec in specs]
-    finally:
-        shutil.rmtree(ctx.scratch, ignore_errors=True)
 
 
 def iter_findings(outcomes: Iterable[CheckOutcome]) -> Iterator[Finding]:

@@ -1,6 +1,6 @@
 """``amtp-obs check``: the price catalog and budgets are valid, and the rendered pricing rules are current.
 
-Self-contained (registered by one import in checks.py): one finding per fault, at the catalog line.
+Self-contained (listed in amtp_obs.check.registry): one finding per fault, at the catalog line.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-from amtp_obs.check.checks import PROMTOOL
 from amtp_obs.check.framework import Context, Finding, YamlDoc, check, error, require_tool, run_tool
 from amtp_obs.check.series import OPEN
+from amtp_obs.check.shared import PROMTOOL
 from amtp_obs.pricing import budgets as budgets_mod
 from amtp_obs.pricing import catalog as catalog_mod
 from amtp_obs.pricing import rules as rules_mod

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from amtp_obs.collector.component import ConfigError
+from amtp_obs.collector.components import components
 from amtp_obs.collector.config import load_config_file, parse_config
 from amtp_obs.collector.service import Collector
 from amtp_obs.httpserver import StartError
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         doc = load_config_file(args.config)
-        parsed, problems = parse_config(doc)
+        factories = components()
+        parsed, problems = parse_config(doc, factories)
         if problems:
             raise ConfigError(problems)
     except ConfigError as exc:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     level = _LEVELS.get(parsed.service.telemetry.logs.level.lower(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s\t%(levelname)s\t%(name)s\t%(message)s")
     try:
-        asyncio.run(_run(Collector(parsed)))
+        asyncio.run(_run(Collector(parsed, factories)))
     except StartError as exc:
         print(f"Error: cannot start the collector: {exc}", file=sys.stderr)
         return 1

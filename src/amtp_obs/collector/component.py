@@ -1,14 +1,15 @@
 """Component model of the collector: ids, kinds, factories, consumers and errors.
 
-Mirrors the OpenTelemetry Collector: every component is built by a factory registered under its
-``type``; an id is ``type`` or ``type/name``; each factory owns a pydantic model of its config
-(``extra="forbid"``, keys as in collector 0.100.0) so the real collector's YAML drives this one.
+Mirrors the OpenTelemetry Collector: every component is built by a factory for its ``type`` (the
+factories are listed in :mod:`amtp_obs.collector.components`); an id is ``type`` or ``type/name``;
+each factory owns a pydantic model of its config (``extra="forbid"``, keys as in collector 0.100.0)
+so the real collector's YAML drives this one.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -139,31 +140,23 @@ class Factory:
     """Settings valid in the real collector that this one cannot honour (start-up error)."""
 
 
-_REGISTRY: dict[tuple[str, str], Factory] = {}
+class Factories:
+    """The component factories one collector is built from, by kind and type (upstream's ``otelcol.Factories``).
 
+    Made in one place, :func:`amtp_obs.collector.components.components`, and handed to config
+    parsing and to the service: nothing registers itself on import.
+    """
 
-def register(factory: Factory) -> Factory:
-    _REGISTRY[(factory.kind, factory.type)] = factory
-    return factory
+    def __init__(self, factories: Iterable[Factory]) -> None:
+        self._by_key: dict[tuple[str, str], Factory] = {}
+        for f in factories:
+            if (f.kind, f.type) in self._by_key:
+                raise ValueError(f"duplicate {f.kind} factory for type {f.type!r}")
+            self._by_key[(f.kind, f.type)] = f
 
+    def get(self, kind: str, type_: str) -> Factory | None:
+        return self._by_key.get((kind, type_))
 
-def factories(kind: str) -> dict[str, Factory]:
-    _load_builtin()
-    return {t: f for (k, t), f in _REGISTRY.items() if k == kind}
-
-
-def get_factory(kind: str, type_: str) -> Factory | None:
-    _load_builtin()
-    return _REGISTRY.get((kind, type_))
-
-
-def _load_builtin() -> None:
-    """Import the component modules once; each registers its factories on import."""
-    from amtp_obs.collector import (  # noqa: F401
-        exporter_debug,
-        exporter_otlp,
-        exporter_prometheus,
-        extensions,
-        processors,
-        receiver_otlp,
-    )
+    def types(self, kind: str) -> list[str]:
+        """The component types of ``kind`` these factories build, sorted."""
+        return sorted(t for k, t in self._by_key if k == kind)

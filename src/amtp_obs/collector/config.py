@@ -19,8 +19,8 @@ from amtp_obs.collector.component import (
     KIND_SECTIONS,
     ComponentID,
     ConfigError,
+    Factories,
     StrictModel,
-    get_factory,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ class ParsedConfig:
         self.service = ServiceConfig()
 
 
-def parse_config(doc: object) -> tuple[ParsedConfig, list[str]]:
+def parse_config(doc: object, factories: Factories) -> tuple[ParsedConfig, list[str]]:
     """Validate ``doc`` the way collector 0.100.0 does; returns the parsed config and the problems."""
     problems: list[str] = []
     parsed = ParsedConfig()
@@ -272,11 +272,9 @@ def parse_config(doc: object) -> tuple[ParsedConfig, list[str]]:
             except ValueError as exc:
                 problems.append(f"{section}: {exc}")
                 continue
-            factory = get_factory(kind, cid.type)
+            factory = factories.get(kind, cid.type)
             if factory is None:
-                from amtp_obs.collector.component import factories
-
-                known = ", ".join(sorted(factories(kind))) or "none"
+                known = ", ".join(factories.types(kind)) or "none"
                 problems.append(
                     f'{where}: unknown type "{cid.type}" for {kind} (the embedded collector supports: {known})'
                 )
@@ -306,11 +304,11 @@ def parse_config(doc: object) -> tuple[ParsedConfig, list[str]]:
     except ValidationError as exc:
         problems.extend(format_validation_error("service", exc))
         return parsed, problems
-    problems.extend(_validate_service(parsed, doc))
+    problems.extend(_validate_service(parsed, doc, factories))
     return parsed, problems
 
 
-def _validate_service(parsed: ParsedConfig, doc: dict[str, Any]) -> list[str]:
+def _validate_service(parsed: ParsedConfig, doc: dict[str, Any], factories: Factories) -> list[str]:
     problems: list[str] = []
     svc = parsed.service
     defined = {
@@ -354,7 +352,7 @@ def _validate_service(parsed: ParsedConfig, doc: dict[str, Any]) -> list[str]:
                 entry = parsed.components.get((kind, ref))
                 if entry is None:
                     continue  # its own problem is already reported
-                factory = get_factory(kind, entry[0].type)
+                factory = factories.get(kind, entry[0].type)
                 if factory is not None and signal not in factory.signals:
                     problems.append(f"{where}: {kind} {ref!r} does not support {signal}")
     return problems
@@ -366,11 +364,6 @@ def _parses(raw: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def validate_config(doc: dict[str, Any]) -> list[str]:
-    """Problems with a collector config document (empty when this collector can run it)."""
-    return parse_config(doc)[1]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Self
 from google.protobuf import text_format
 from pydantic import model_validator
 
-from amtp_obs.collector.component import EXPORTER, Component, ComponentID, Factory, StrictModel, register
+from amtp_obs.collector.component import EXPORTER, Component, ComponentID, Factory, StrictModel
 from amtp_obs.collector.signals import LOGS, METRICS, TRACES, Signal
 
 log = logging.getLogger("amtp_obs.collector.debug")
@@ -100,4 +100,5 @@ class DebugExporter(Component):
         return out
 
 
-register(Factory(EXPORTER, "debug", DebugExporterConfig, lambda cid, cfg: DebugExporter(cid, cfg)))
+FACTORY = Factory(EXPORTER, "debug", DebugExporterConfig, lambda cid, cfg: DebugExporter(cid, cfg))
+"""The ``debug`` exporter (listed in amtp_obs.collector.components)."""

@@ -32,7 +32,6 @@ from amtp_obs.collector.component import (
     Host,
     PermanentError,
     StrictModel,
-    register,
 )
 from amtp_obs.collector.config import Duration, QueueConfig, RetryConfig, TLSClientSetting
 from amtp_obs.collector.signals import LOGS, METRICS, SIGNALS, TRACES, Signal
@@ -266,12 +265,11 @@ class OTLPExporter(Component):
             self._channel = None
 
 
-register(
-    Factory(
-        EXPORTER,
-        "otlp",
-        OTLPExporterConfig,
-        lambda cid, cfg: OTLPExporter(cid, cfg),
-        unsupported=_unsupported,
-    )
+FACTORY = Factory(
+    EXPORTER,
+    "otlp",
+    OTLPExporterConfig,
+    lambda cid, cfg: OTLPExporter(cid, cfg),
+    unsupported=_unsupported,
 )
+"""The ``otlp`` exporter (listed in amtp_obs.collector.components)."""

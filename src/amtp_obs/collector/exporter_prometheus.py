@@ -32,7 +32,6 @@ from amtp_obs.collector.component import (
     Factory,
     Host,
     StrictModel,
-    register,
 )
 from amtp_obs.collector.config import Duration, HTTPServerConfig, http_server_unsupported
 from amtp_obs.collector.expfmt import CONTENT_TYPE, Labels, format_float, render_family
@@ -331,13 +330,12 @@ class PrometheusExporter(Component):
         await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
 
 
-register(
-    Factory(
-        EXPORTER,
-        "prometheus",
-        PrometheusExporterConfig,
-        lambda cid, cfg: PrometheusExporter(cid, cfg),
-        signals=("metrics",),
-        unsupported=lambda cfg: http_server_unsupported(cfg, "prometheus"),
-    )
+FACTORY = Factory(
+    EXPORTER,
+    "prometheus",
+    PrometheusExporterConfig,
+    lambda cid, cfg: PrometheusExporter(cid, cfg),
+    signals=("metrics",),
+    unsupported=lambda cfg: http_server_unsupported(cfg, "prometheus"),
 )
+"""The ``prometheus`` exporter (listed in amtp_obs.collector.components)."""

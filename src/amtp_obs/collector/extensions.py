@@ -32,7 +32,6 @@ from amtp_obs.collector.component import (
     Factory,
     Host,
     StrictModel,
-    register,
 )
 from amtp_obs.collector.config import Duration, HTTPServerConfig, http_server_unsupported
 from amtp_obs.httpserver import HttpServer
@@ -348,33 +347,30 @@ class Pprof(_HttpExtension):
             await _respond(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
 
 
-register(
-    Factory(
-        EXTENSION,
-        "health_check",
-        HealthCheckConfig,
-        lambda cid, cfg: HealthCheck(cid, cfg),
-        unsupported=lambda cfg: (
-            http_server_unsupported(cfg, "health_check")
-            + (["check_collector_pipeline"] if cfg.check_collector_pipeline.enabled else [])
-        ),
-    )
+HEALTH_CHECK_FACTORY = Factory(
+    EXTENSION,
+    "health_check",
+    HealthCheckConfig,
+    lambda cid, cfg: HealthCheck(cid, cfg),
+    unsupported=lambda cfg: (
+        http_server_unsupported(cfg, "health_check")
+        + (["check_collector_pipeline"] if cfg.check_collector_pipeline.enabled else [])
+    ),
 )
-register(
-    Factory(
-        EXTENSION,
-        "zpages",
-        ZPagesConfig,
-        lambda cid, cfg: ZPages(cid, cfg),
-        unsupported=lambda cfg: http_server_unsupported(cfg, "zpages"),
-    )
+"""The ``health_check`` extension."""
+ZPAGES_FACTORY = Factory(
+    EXTENSION,
+    "zpages",
+    ZPagesConfig,
+    lambda cid, cfg: ZPages(cid, cfg),
+    unsupported=lambda cfg: http_server_unsupported(cfg, "zpages"),
 )
-register(
-    Factory(
-        EXTENSION,
-        "pprof",
-        PprofConfig,
-        lambda cid, cfg: Pprof(cid, cfg),
-        unsupported=lambda cfg: ["save_to_file"] if cfg.save_to_file else [],
-    )
+"""The ``zpages`` extension."""
+PPROF_FACTORY = Factory(
+    EXTENSION,
+    "pprof",
+    PprofConfig,
+    lambda cid, cfg: Pprof(cid, cfg),
+    unsupported=lambda cfg: ["save_to_file"] if cfg.save_to_file else [],
 )
+"""The ``pprof`` extension."""

@@ -30,7 +30,6 @@ from amtp_obs.collector.component import (
     Factory,
     Host,
     StrictModel,
-    register,
 )
 from amtp_obs.collector.config import Duration
 from amtp_obs.collector.signals import METRICS, SIGNALS, Signal
@@ -653,22 +652,23 @@ class BatchProcessor(Processor):
             self._task = None
 
 
-register(Factory(PROCESSOR, "memory_limiter", MemoryLimiterConfig, lambda cid, cfg: MemoryLimiter(cid, cfg)))
-register(
-    Factory(
-        PROCESSOR,
-        "attributes",
-        AttributesConfig,
-        lambda cid, cfg: AttributesProcessor(cid, cfg),
-        unsupported=_attributes_unsupported,
-    )
+MEMORY_LIMITER_FACTORY = Factory(
+    PROCESSOR, "memory_limiter", MemoryLimiterConfig, lambda cid, cfg: MemoryLimiter(cid, cfg)
 )
-register(
-    Factory(
-        PROCESSOR,
-        "batch",
-        BatchConfig,
-        lambda cid, cfg: BatchProcessor(cid, cfg),
-        unsupported=_batch_unsupported,
-    )
+"""The ``memory_limiter`` processor."""
+ATTRIBUTES_FACTORY = Factory(
+    PROCESSOR,
+    "attributes",
+    AttributesConfig,
+    lambda cid, cfg: AttributesProcessor(cid, cfg),
+    unsupported=_attributes_unsupported,
 )
+"""The ``attributes`` processor."""
+BATCH_FACTORY = Factory(
+    PROCESSOR,
+    "batch",
+    BatchConfig,
+    lambda cid, cfg: BatchProcessor(cid, cfg),
+    unsupported=_batch_unsupported,
+)
+"""The ``batch`` processor."""

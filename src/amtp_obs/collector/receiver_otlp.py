@@ -37,7 +37,6 @@ from amtp_obs.collector.component import (
     Factory,
     Host,
     StrictModel,
-    register,
 )
 from amtp_obs.collector.config import (
     GRPCServerConfig,
@@ -467,14 +466,13 @@ class _HttpApp:
                 return b"".join(chunks)
 
 
-register(
-    Factory(
-        RECEIVER,
-        "otlp",
-        OTLPReceiverConfig,
-        lambda cid, cfg: OTLPReceiver(cid, cfg),
-        unsupported=_unsupported,
-    )
+FACTORY = Factory(
+    RECEIVER,
+    "otlp",
+    OTLPReceiverConfig,
+    lambda cid, cfg: OTLPReceiver(cid, cfg),
+    unsupported=_unsupported,
 )
+"""The ``otlp`` receiver (listed in amtp_obs.collector.components)."""
 
 __all__ = ["JSON_CONTENT_TYPE", "PB_CONTENT_TYPE", "OTLPReceiver", "OTLPReceiverConfig"]

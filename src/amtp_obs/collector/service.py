@@ -24,9 +24,10 @@ from amtp_obs.collector.component import (
     ConfigError,
     Consumer,
     ConsumerError,
+    Factories,
     Host,
-    get_factory,
 )
+from amtp_obs.collector.components import components
 from amtp_obs.collector.config import ParsedConfig, PipelineConfig, load_config_file, parse_config
 from amtp_obs.collector.expfmt import CONTENT_TYPE
 from amtp_obs.collector.signals import SIGNALS, Signal
@@ -87,8 +88,9 @@ class _Counted:
 class Collector:
     """An embedded OpenTelemetry Collector driven by collector YAML."""
 
-    def __init__(self, parsed: ParsedConfig) -> None:
+    def __init__(self, parsed: ParsedConfig, factories: Factories) -> None:
         self.parsed = parsed
+        self.factories = factories
         self.telemetry = SelfTelemetry(parsed.service.telemetry.metrics.level)
         self.host = Host(self.telemetry)
         self.receivers: dict[str, Any] = {}
@@ -102,20 +104,22 @@ class Collector:
         self._build()
 
     @classmethod
-    def from_config(cls, doc: dict[str, Any]) -> Collector:
-        parsed, problems = parse_config(doc)
+    def from_config(cls, doc: dict[str, Any], factories: Factories | None = None) -> Collector:
+        """Parse ``doc`` with ``factories`` (default: every component, :func:`components`) and build it."""
+        factories = factories or components()
+        parsed, problems = parse_config(doc, factories)
         if problems:
             raise ConfigError(problems)
-        return cls(parsed)
+        return cls(parsed, factories)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Collector:
-        return cls.from_config(load_config_file(path))
+    def from_file(cls, path: str | Path, factories: Factories | None = None) -> Collector:
+        return cls.from_config(load_config_file(path), factories)
 
     def _create(self, kind: str, ref: str) -> Component:
         cid, cfg = self.parsed.components[(kind, ref)]
-        factory = get_factory(kind, cid.type)
-        assert factory is not None
+        factory = self.factories.get(kind, cid.type)
+        assert factory is not None  # parse_config with the same factories accepted it
         return factory.create(cid, cfg)
 
     def _build(self) -> None:

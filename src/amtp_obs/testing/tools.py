@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Final, NoReturn
 
 from amtp_obs import env
 from amtp_obs.tools import find_tool
@@ -53,13 +53,17 @@ def missing_in_ci(environ: Mapping[str, str] = os.environ) -> str | None:
     return missing_message(absent) if absent else None
 
 
-def gate(tools: Iterable[str], environ: Mapping[str, str] = os.environ) -> None:
-    """Skip the calling test when a tool it needs is missing; fail it instead under CI."""
+def unavailable(reason: str, environ: Mapping[str, str] = os.environ) -> NoReturn:
+    """The calling test cannot run here (a tool, root for a mount): a skip on a laptop, a failure in CI."""
     import pytest
 
-    absent = missing(tools)
-    if not absent:
-        return
     if in_ci(environ):
-        pytest.fail(missing_message(absent), pytrace=False)
-    pytest.skip(f"not installed: {', '.join(absent)} (a failure under CI=true)")
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(f"{reason} (a failure under CI=true)")
+
+
+def gate(tools: Iterable[str], environ: Mapping[str, str] = os.environ) -> None:
+    """Skip the calling test when a tool it needs is missing; fail it instead under CI."""
+    absent = missing(tools)
+    if absent:
+        unavailable(f"not installed: {', '.join(absent)}", environ)
