@@ -217,7 +217,7 @@ def test_translated_loss_rules_and_annotations_pass_promtool_check(tmp_path: Pat
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.skipif(find_tool("promtool") is None, reason="promtool not on PATH")
+@pytest.mark.needs("promtool")
 def test_span_metrics_filtered_on_purpose_is_not_a_loss(tmp_path: Path) -> None:
     """Tempo counts spans a span_metrics filter policy excludes under the same counter
     (reason span_metrics_filtered, modules/generator/instance.go): configured, not lost."""

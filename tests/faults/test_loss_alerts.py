@@ -45,7 +45,7 @@ from amtp_obs.tempo.metrics import REASON_TRACE_TOO_LARGE
 from amtp_obs.testing.poll import eventually
 from conftest import start
 
-pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary")
+pytestmark = pytest.mark.needs("prometheus")
 
 LOSS_GROUP = "data-loss"
 FAST = "1s"
