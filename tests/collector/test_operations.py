@@ -55,8 +55,9 @@ def otlp_exporter(doc: dict[str, Any]) -> dict[str, Any]:
 async def test_memory_limiter_refuses_over_the_soft_limit(sink: OtlpSink, make_collector: Any) -> None:
     doc = render(project_config(), sink.grpc_endpoint)
     ml_id = find_id(doc, "processors", "memory_limiter")
-    # this process is far above 1 MiB; the first check runs one interval after start, as upstream's ticker
-    doc["processors"][ml_id].update(limit_mib=2, spike_limit_mib=1, check_interval="50ms")
+    # this process is far above 1 MiB; the first check runs one interval after start, as upstream's ticker.
+    # Above the hard limit every check forces a collection: not so often that it starves the event loop.
+    doc["processors"][ml_id].update(limit_mib=2, spike_limit_mib=1, check_interval="500ms")
     c = await make_collector(doc)
     limiter = next(p for p in c.processors if str(p.id) == ml_id)
     for _ in range(200):
@@ -87,11 +88,14 @@ async def test_memory_limiter_accepts_again_once_memory_is_released(sink: OtlpSi
     mib = 1024 * 1024
     doc = render(project_config(), sink.grpc_endpoint)
     ml_id = find_id(doc, "processors", "memory_limiter")
-    # Soft limit 60 MiB above what this process uses now.
-    doc["processors"][ml_id].update(check_interval="50ms", limit_mib=rss_bytes() // mib + 80, spike_limit_mib=20)
+    # Soft limit 60 MiB and hard limit 120 MiB above what this process uses now. The blob lands between
+    # the two: refused, with one forced collection on crossing the soft limit. Past the hard limit a
+    # collection would be forced at every check, and in a process holding a whole test session's
+    # objects each one can hold the GIL long enough to starve the event loop.
+    doc["processors"][ml_id].update(check_interval="50ms", limit_mib=rss_bytes() // mib + 120, spike_limit_mib=60)
     c = await make_collector(doc)
     assert (await post_spans(c, 1)).status_code == 200
-    blob = b"x" * (150 * mib)  # touched pages: RSS grows past the soft limit
+    blob = b"x" * (90 * mib)  # touched pages: RSS grows past the soft limit, not the hard one
     statuses: list[int] = []
 
     async def status() -> int:
