@@ -8,25 +8,19 @@ dashboard panel's query returns data. Every wait is bounded; polls use short int
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import subprocess
 import sys
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
-from google.protobuf import json_format
-from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.resources import SERVICE_NAME
 from rich.console import Console
 from rich.table import Table
@@ -35,10 +29,12 @@ from amtp_obs import contract, env
 from amtp_obs.accounting import rules
 from amtp_obs.collector.prometheus_naming import normalize_label
 from amtp_obs.grafana.timerange import TimeRange
-from amtp_obs.otlp import attributes
+from amtp_obs.junit import write_junit as write_junit_file
 from amtp_obs.pricing import rules as pricing
 from amtp_obs.pricing.catalog import packaged_pricer
 from amtp_obs.project import COLLECTOR_CONFIG, VERIFY_SCRIPT, Project, ProjectError
+from amtp_obs.steps import FAIL, SKIP, CheckFailed, Result, Skipped, run_side_by_side, run_step
+from amtp_obs.tracejson import Span, spans_from_tempo_json
 from amtp_obs.verify_panels import (
     Contradiction,
     PanelQuery,
@@ -47,6 +43,7 @@ from amtp_obs.verify_panels import (
     scrape_interval,
     whole_runs,
 )
+from amtp_obs.verify_script import ScriptFacts
 
 TRACE_ID_RE = re.compile(r"[0-9a-f]{32}")
 """The design's extraction: ``grep -oE '[0-9a-f]{32}' | head -n 1``."""
@@ -61,56 +58,6 @@ TOKEN_ATTRIBUTE = {
     contract.TOTAL_TOKENS.instrument: contract.LLM_TOKENS_TOTAL,
 }
 """Counter -> span attribute holding the same number for one call."""
-
-
-@dataclass(frozen=True)
-class ScriptFacts:
-    """What verify_trace.py emits, read from the script itself (its constants are the one source)."""
-
-    run_id_attribute: str
-    tokens: dict[str, int]
-    """Counter instrument name -> the value one run adds."""
-
-    @classmethod
-    def load(cls, script: Path) -> ScriptFacts:
-        mod = _import_script(script)
-        prompt, completion = int(mod.PROMPT_TOKENS), int(mod.COMPLETION_TOKENS)
-        return cls(
-            str(mod.RUN_ID_ATTRIBUTE),
-            {
-                contract.PROMPT_TOKENS.instrument: prompt,
-                contract.COMPLETION_TOKENS.instrument: completion,
-                contract.TOTAL_TOKENS.instrument: prompt + completion,
-            },
-        )
-
-
-def _import_script(script: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("amtp_otel_verify_script", script)
-    if spec is None or spec.loader is None:
-        raise ProjectError(f"cannot load {script}")
-    mod = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(mod)
-    except Exception as exc:  # a broken script is a finding of the gate, not a crash
-        raise ProjectError(f"cannot import {script}: {type(exc).__name__}: {exc}") from None
-    return mod
-
-
-class CheckFailed(Exception):
-    """A check's assertion did not hold; the message is the report's detail."""
-
-
-class Skipped(Exception):
-    """A check could not run because an earlier one failed."""
-
-
-@dataclass
-class Result:
-    name: str
-    status: str  # pass | fail | skip
-    detail: str
-    duration: float
 
 
 @dataclass
@@ -138,40 +85,6 @@ class Endpoints:
             prometheus=f"http://{LOOPBACK}:{project.port(env.OBS_PROMETHEUS_PORT)}",
             grafana=f"http://{LOOPBACK}:{project.port(env.OBS_GRAFANA_PORT)}",
         )
-
-
-@dataclass
-class Span:
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    name: str
-    kind: int
-    attributes: dict[str, Any]
-    resource: dict[str, Any]
-
-
-def spans_from_tempo_json(doc: dict[str, Any]) -> list[Span]:
-    """Spans of a Tempo 2.4.1 ``/api/traces/{id}`` answer (``batches``, base64 ids, string int64)."""
-    data = trace_pb2.TracesData()
-    json_format.ParseDict({"resourceSpans": doc.get("batches", [])}, data, ignore_unknown_fields=True)
-    out = []
-    for rs in data.resource_spans:
-        res = attributes(rs.resource.attributes)
-        for ss in rs.scope_spans:
-            for s in ss.spans:
-                out.append(
-                    Span(
-                        s.trace_id.hex(),
-                        s.span_id.hex(),
-                        s.parent_span_id.hex(),
-                        s.name,
-                        s.kind,
-                        attributes(s.attributes),
-                        res,
-                    )
-                )
-    return out
 
 
 @dataclass
@@ -533,21 +446,6 @@ def collector_span_attributes(project: Project) -> dict[str, Any]:
     return out
 
 
-def _run_step(name: str, fn: Callable[[], Any]) -> list[Result]:
-    start = time.monotonic()
-    try:
-        out = fn()
-    except Skipped as exc:
-        return [Result(name, "skip", str(exc), time.monotonic() - start)]
-    except (CheckFailed, ProjectError) as exc:
-        return [Result(name, "fail", str(exc), time.monotonic() - start)]
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
-        return [Result(name, "fail", f"{type(exc).__name__}: {exc}", time.monotonic() - start)]
-    if isinstance(out, list):
-        return out
-    return [Result(name, "pass", str(out), time.monotonic() - start)]
-
-
 def run_checks(gate: Gate) -> list[Result]:
     """The design's gate in order, then the Prometheus-side checks side by side.
 
@@ -568,37 +466,17 @@ def run_checks(gate: Gate) -> list[Result]:
         ("dashboard panels return data", gate.check_panels),
     ]
     for name, fn in sequential:
-        results = _run_step(name, fn)
+        results = run_step(name, fn)
         gate.results.extend(results)
-        if name == "stack reachable" and results[0].status == "fail":
-            gate.results.extend(Result(n, "skip", "stack not reachable", 0.0) for n, _ in sequential[1:] + concurrent)
+        if name == "stack reachable" and results[0].status == FAIL:
+            gate.results.extend(Result(n, SKIP, "stack not reachable", 0.0) for n, _ in sequential[1:] + concurrent)
             return gate.results
-    with ThreadPoolExecutor(max_workers=len(concurrent)) as pool:
-        futures = [pool.submit(_run_step, name, fn) for name, fn in concurrent]
-        for future in futures:
-            gate.results.extend(future.result())
+    gate.results.extend(run_side_by_side(concurrent))
     return gate.results
 
 
 def write_junit(results: list[Result], path: Path) -> None:
-    suite = ET.Element(
-        "testsuite",
-        name="amtp-obs verify",
-        tests=str(len(results)),
-        failures=str(sum(r.status == "fail" for r in results)),
-        skipped=str(sum(r.status == "skip" for r in results)),
-        time=f"{sum(r.duration for r in results):.3f}",
-    )
-    for r in results:
-        case = ET.SubElement(suite, "testcase", classname="amtp_obs.verify", name=r.name, time=f"{r.duration:.3f}")
-        if r.status == "fail":
-            ET.SubElement(case, "failure", message=r.detail).text = r.detail
-        elif r.status == "skip":
-            ET.SubElement(case, "skipped", message=r.detail)
-        else:
-            ET.SubElement(case, "system-out").text = r.detail
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    write_junit_file(results, path, suite="amtp-obs verify", classname="amtp_obs.verify")
 
 
 def report(results: list[Result], console: Console) -> None:

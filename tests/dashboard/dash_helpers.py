@@ -50,6 +50,8 @@ GROW_STEPS = 30
 """Token counters grow for this many steps and then stay flat, so "last value" does not depend on
 where the query's step grid falls; span-metric counters grow steadily, so their rates are constant."""
 STEP_S = 15
+FUTURE_STEPS = 120
+"""Samples written ahead of the session's start (30 min): the series do not end while tests run."""
 CALLS_PER_STEP = 2
 P95_MS = (0.064 + 0.95 * (0.128 - 0.064)) * 1000
 """Every synthetic call lies in the (0.064, 0.128] s bucket: histogram_quantile interpolates linearly."""
@@ -100,8 +102,12 @@ def remote_write(url: str, series: list[tuple[dict[str, str], list[tuple[int, fl
 
 
 def synthetic_series(now_ms: int) -> list[tuple[dict[str, str], list[tuple[int, float]]]]:
-    """Token counters (grow, then flat) and span metrics (steady) over the last STEPS * STEP_S seconds."""
-    stamps = [now_ms - (STEPS - 1 - i) * STEP_S * 1000 for i in range(STEPS)]
+    """Token counters (grow, then flat) and span metrics (steady) over the last STEPS * STEP_S seconds.
+
+    The samples go on for FUTURE_STEPS more steps, so a query at "now" sees the same rates whenever
+    during the session (and in whatever test order) it runs.
+    """
+    stamps = [now_ms - (STEPS - 1 - i) * STEP_S * 1000 for i in range(STEPS + FUTURE_STEPS)]
     out = []
     for service in SERVICES:
         attrs = {

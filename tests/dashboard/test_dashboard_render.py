@@ -43,7 +43,7 @@ def test_flatten_trace_orders_parents_first_and_decodes_ids() -> None:
         ("c", 1, child),
         ("gc", 2, grandchild),
     ]
-    assert spans[2]["service"] == "b" and spans[0]["attributes"] == {"n": "7"}
+    assert spans[2]["service"] == "b" and spans[0]["attributes"] == {"n": 7}  # int64 as a number
 
 
 def test_since_renders_utc() -> None:

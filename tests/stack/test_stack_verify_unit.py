@@ -8,11 +8,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import promql_parser
+import pytest
 from rich.console import Console
 
 from amtp_obs import contract
 from amtp_obs.grafana.timerange import TimeRange
-from amtp_obs.project import Project
+from amtp_obs.project import Project, ProjectError
 from amtp_obs.verify import Result, run_verify, spans_from_tempo_json, write_junit
 from amtp_obs.verify_panels import panel_queries
 
@@ -89,3 +90,26 @@ def test_verify_against_no_stack_fails_fast_and_says_why(project: Project, tmp_p
     assert "FAIL" in text and "ConnectError" in text
     suite = ET.parse(tmp_path / "j.xml").getroot()
     assert int(suite.get("failures") or 0) >= 1
+
+
+def test_script_facts_are_read_from_the_source_without_running_it(tmp_path: Path) -> None:
+    from amtp_obs.project import VERIFY_SCRIPT
+    from amtp_obs.verify_script import ScriptFacts, script_constants
+
+    real = ScriptFacts.load(Project.discover(Path(__file__).parent).root / VERIFY_SCRIPT)
+    assert real.tokens[contract.TOTAL_TOKENS.instrument] == sum(
+        real.tokens[s.instrument] for s in (contract.PROMPT_TOKENS, contract.COMPLETION_TOKENS)
+    )
+    script = tmp_path / "verify_trace.py"
+    script.write_text(
+        'raise SystemExit("executing this would end the reader")\n'
+        'PROMPT_TOKENS = 3\nCOMPLETION_TOKENS: int = 4\nRUN_ID_ATTRIBUTE = "x.run"\n'
+    )
+    facts = ScriptFacts.load(script)
+    assert facts.run_id_attribute == "x.run" and facts.tokens[contract.TOTAL_TOKENS.instrument] == 7
+    script.write_text("PROMPT_TOKENS = 3\nCOMPLETION_TOKENS = compute()\n")
+    with pytest.raises(ProjectError, match="COMPLETION_TOKENS is not a literal"):
+        script_constants(script)
+    script.write_text("PROMPT_TOKENS = 3\n")
+    with pytest.raises(ProjectError, match="no module-level COMPLETION_TOKENS, RUN_ID_ATTRIBUTE"):
+        script_constants(script)

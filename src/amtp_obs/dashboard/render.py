@@ -7,7 +7,6 @@ HTTP client or a headless browser's DOM.
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from amtp_obs.dashboard.model import Dashboard
 from amtp_obs.dashboard.units import format_value
 from amtp_obs.grafana import templating
 from amtp_obs.grafana.timerange import TimeRange
+from amtp_obs.tracejson import spans_from_tempo_json
 
 PALETTE = ("#73BF69", "#F2CC0C", "#8AB8FF", "#FF780A", "#F2495C", "#5794F2", "#B877D9", "#705DA0", "#37872D")
 ROW_PX = 30
@@ -376,56 +376,25 @@ def alerts_page(view: AlertsView) -> str:
 # -- trace view ------------------------------------------------------------------------------------
 
 
-def _b64_hex(value: str | None) -> str:
-    if not value:
-        return ""
-    try:
-        return base64.b64decode(value).hex()
-    except ValueError:
-        return str(value)
-
-
-def _attr_value(v: Mapping[str, Any]) -> Any:
-    for key in ("stringValue", "intValue", "doubleValue", "boolValue"):
-        if key in v:
-            return v[key]
-    if "arrayValue" in v:
-        return [_attr_value(x) for x in (v["arrayValue"].get("values") or [])]
-    if "kvlistValue" in v:
-        return {kv.get("key"): _attr_value(kv.get("value") or {}) for kv in v["kvlistValue"].get("values") or []}
-    return ""
-
-
-def _attrs(items: Any) -> dict[str, Any]:
-    return {str(kv.get("key")): _attr_value(kv.get("value") or {}) for kv in items or []}
-
-
 def flatten_trace(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Tempo's ``{"batches": [...]}`` (or OTLP ``resourceSpans``) -> spans, parents first, with depth."""
-    spans: list[dict[str, Any]] = []
-    for batch in doc.get("batches") or doc.get("resourceSpans") or []:
-        resource = _attrs((batch.get("resource") or {}).get("attributes"))
-        for scope_spans in batch.get("scopeSpans") or batch.get("instrumentationLibrarySpans") or []:
-            for s in scope_spans.get("spans") or []:
-                spans.append(
-                    {
-                        "span_id": _b64_hex(s.get("spanId")),
-                        "parent_id": _b64_hex(s.get("parentSpanId")),
-                        "name": s.get("name", ""),
-                        "kind": s.get("kind", "SPAN_KIND_UNSPECIFIED"),
-                        "start": int(s.get("startTimeUnixNano") or 0),
-                        "end": int(s.get("endTimeUnixNano") or 0),
-                        "status": (s.get("status") or {}).get("code", "STATUS_CODE_UNSET"),
-                        "status_message": (s.get("status") or {}).get("message", ""),
-                        "attributes": _attrs(s.get("attributes")),
-                        "events": [
-                            {"name": ev.get("name", ""), "attributes": _attrs(ev.get("attributes"))}
-                            for ev in s.get("events") or []
-                        ],
-                        "resource": resource,
-                        "service": resource.get("service.name", ""),
-                    }
-                )
+    spans: list[dict[str, Any]] = [
+        {
+            "span_id": s.span_id,
+            "parent_id": s.parent_span_id,
+            "name": s.name,
+            "kind": s.kind_name,
+            "start": s.start_ns,
+            "end": s.end_ns,
+            "status": s.status_name,
+            "status_message": s.status_message,
+            "attributes": s.attributes,
+            "events": [{"name": name, "attributes": attrs} for name, attrs in s.events],
+            "resource": s.resource,
+            "service": s.resource.get("service.name", ""),
+        }
+        for s in spans_from_tempo_json(dict(doc))
+    ]
     by_id = {s["span_id"]: s for s in spans}
     children: dict[str, list[dict[str, Any]]] = {}
     roots = []
