@@ -50,8 +50,8 @@ GROW_STEPS = 30
 """Token counters grow for this many steps and then stay flat, so "last value" does not depend on
 where the query's step grid falls; span-metric counters grow steadily, so their rates are constant."""
 STEP_S = 15
-FUTURE_STEPS = 120
-"""Samples written ahead of the session's start (30 min): the series do not end while tests run."""
+FUTURE_STEPS = 480
+"""Samples written ahead of the session's start (2 h): the series do not end while tests run."""
 CALLS_PER_STEP = 2
 P95_MS = (0.064 + 0.95 * (0.128 - 0.064)) * 1000
 """Every synthetic call lies in the (0.064, 0.128] s bucket: histogram_quantile interpolates linearly."""

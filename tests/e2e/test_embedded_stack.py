@@ -42,8 +42,8 @@ from amtp_obs.project import (
     Project,
 )
 from amtp_obs.stack import cadence
+from amtp_obs.stack.planning import ALERTMANAGER
 from amtp_obs.stack.state import Layout, alive, group_members, records
-from amtp_obs.stack.supervisor import ALERTMANAGER
 from amtp_obs.testing.browser import chromium, parse_panels
 from amtp_obs.testing.poll import eventually, last_value
 
@@ -459,7 +459,10 @@ def test_dashboard_in_headless_chromium_after_the_demo(stack: Stack, demo: subpr
         ok = list(panels) == titles and all(has_value(t, p) for t, p in panels.items())
         return panels if ok else None
 
-    panels = wait_for(panels_with_values, PROM_WAIT_S, interval=2.0)
+    if not eventually(panels_with_values, PROM_WAIT_S, 2.0):
+        pytest.fail(f"panels without values: {parse_panels(chromium(url, stack.cwd, '--dump-dom', budget_ms=3000))}")
+    panels = panels_with_values()
+    assert panels is not None
     assert not any(p["error"] for p in panels.values())
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard-embedded.png"

@@ -12,8 +12,8 @@ from test_stack_cli import run as run_cli
 from amtp_obs import env
 from amtp_obs.project import PROMETHEUS_CONFIG, SERVICE_PROMETHEUS, SERVICE_TEMPO, TEMPO_CONFIG, Project, ProjectError
 from amtp_obs.stack import cadence
+from amtp_obs.stack.planning import plan
 from amtp_obs.stack.state import Layout
-from amtp_obs.stack.supervisor import plan
 from amtp_obs.tempo.config import validate_config
 
 REPO = Path(__file__).resolve().parents[2]

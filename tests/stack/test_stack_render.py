@@ -23,6 +23,7 @@ from amtp_obs.project import (
     Project,
 )
 from amtp_obs.stack.addresses import AddressResolver
+from amtp_obs.stack.planning import StackError, plan, start_order
 from amtp_obs.stack.render import (
     PathMapper,
     prometheus_argv,
@@ -31,7 +32,6 @@ from amtp_obs.stack.render import (
     render_tempo,
 )
 from amtp_obs.stack.state import Layout
-from amtp_obs.stack.supervisor import StackError, plan, start_order
 from amtp_obs.tempo import config as tempo_config
 
 REPO = Path(__file__).resolve().parents[2]

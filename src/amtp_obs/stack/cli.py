@@ -18,16 +18,13 @@ from amtp_obs import env
 from amtp_obs.console import make_console
 from amtp_obs.project import COMPOSE_FILE, Project, ProjectError
 from amtp_obs.stack.addresses import PortInUseError
+from amtp_obs.stack.planning import ServicePlan, StackError, StackPlan, plan
 from amtp_obs.stack.state import Layout, records, state_dir
 from amtp_obs.stack.supervisor import (
     DEFAULT_READY_TIMEOUT_S,
     READY_TIMEOUT_S,
-    ServicePlan,
-    StackError,
-    StackPlan,
     child_env,
     log_tail,
-    plan,
     probe,
     running,
     spawn,
