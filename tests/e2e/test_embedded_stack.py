@@ -418,8 +418,13 @@ def test_counters_in_prometheus_under_the_contract_names(
 
 def test_span_metrics_in_prometheus(stack: Stack, sdk_export: SdkExport) -> None:
     expr = f'{contract.SPANMETRICS_CALLS}{{service="{SDK_SERVICE}", span_name="{contract.SPAN_LLM_COMPLETION}"}}'
-    result = wait_for(lambda: stack.promql(expr), PROM_WAIT_S, interval=1.0)
-    assert sum(float(s["value"][1]) for s in result) >= 1
+
+    def counted() -> list[dict[str, Any]] | None:
+        # The generator writes a new series at 0 first (so rate() sees its first call): wait for the 1.
+        result = stack.promql(expr)
+        return result if sum(float(s["value"][1]) for s in result) >= 1 else None
+
+    result = wait_for(counted, PROM_WAIT_S, interval=1.0)
     assert result[0]["metric"]["llm_model"] == "gpt-4o"
     buckets = stack.promql(f'{contract.SPANMETRICS_LATENCY_BUCKET}{{service="{SDK_SERVICE}"}}')
     assert buckets and any(s["metric"].get("le") == "+Inf" for s in buckets)
@@ -459,10 +464,10 @@ def test_dashboard_in_headless_chromium_after_the_demo(stack: Stack, demo: subpr
         ok = list(panels) == titles and all(has_value(t, p) for t, p in panels.items())
         return panels if ok else None
 
-    if not eventually(panels_with_values, PROM_WAIT_S, 2.0):
+    # Right after the demo every panel waits for a scrape, a rule evaluation and two generator pushes.
+    panels = eventually(panels_with_values, 2 * PROM_WAIT_S, 2.0)
+    if not panels:
         pytest.fail(f"panels without values: {parse_panels(chromium(url, stack.cwd, '--dump-dom', budget_ms=3000))}")
-    panels = panels_with_values()
-    assert panels is not None
     assert not any(p["error"] for p in panels.values())
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard-embedded.png"
