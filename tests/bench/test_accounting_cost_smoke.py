@@ -7,7 +7,6 @@ compute (``promtool test rules``), then built into blocks and queried. Speeds ar
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,7 @@ from rich.console import Console
 
 import accounting_cost as ac  # bench/accounting_cost.py (bench/ is on sys.path via conftest)
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("promtool") is None or shutil.which("prometheus") is None,
-    reason="needs the promtool and prometheus binaries (make setup)",
-)
+pytestmark = pytest.mark.needs("promtool", "prometheus")
 
 TINY = ac.Workload(days=0.25, processes_per_day=800, services=3, models=2, seed=5)
 

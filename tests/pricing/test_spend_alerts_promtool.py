@@ -16,7 +16,7 @@ from amtp_obs import project as proj
 from amtp_obs.alerting import FOLDER_LABEL, translate
 from amtp_obs.pricing import budgets, catalog, rules
 
-pytestmark = pytest.mark.skipif(promtool() is None, reason="promtool not on PATH")
+pytestmark = pytest.mark.needs("promtool")
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP = "llm-spend"
