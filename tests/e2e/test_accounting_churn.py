@@ -32,8 +32,9 @@ from amtp_obs.accounting import rules
 from amtp_obs.durations import parse_duration
 from amtp_obs.net import free_ports
 from amtp_obs.project import COLLECTOR_CONFIG, SERVICE_COLLECTOR, Project
-from amtp_obs.stack.state import Layout, records
-from amtp_obs.stack.supervisor import ServicePlan, probe, spawn, stop_record
+from amtp_obs.stack.planning import ServicePlan
+from amtp_obs.stack.state import Layout, records, stop_record
+from amtp_obs.stack.supervisor import probe, spawn
 from amtp_obs.testing.poll import eventually, last_value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs("prometheus")]

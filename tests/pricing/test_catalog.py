@@ -174,8 +174,8 @@ def test_embedded_stack_prices_at_its_cadence(tmp_path: Path) -> None:
     follows the accounting increments within seconds; the production file is untouched."""
     from amtp_obs.project import SERVICE_PROMETHEUS, Project
     from amtp_obs.stack import cadence
+    from amtp_obs.stack.planning import plan
     from amtp_obs.stack.state import Layout
-    from amtp_obs.stack.supervisor import plan
 
     project = Project(REPO, {})
     interval = cadence.interval_from(project.variables)
