@@ -148,8 +148,56 @@ def ensure_bench_venv(quick: bool) -> Path | None:
     return py if py.is_file() else None
 
 
+SDK_LABELS = {
+    "raw": "raw OTel SDK (floor): overhead/call",
+    "ours_call": "amtp_obs llm_call: overhead/call",
+    "ours_decorator": "amtp_obs @llm_call decorator: overhead/call",
+    "ours_auto": "amtp_obs auto-instrumented openai: overhead/call",
+    "openllmetry": "OpenLLMetry (opentelemetry-instrumentation-openai): overhead/call",
+    "openlit": "OpenLIT: overhead/call",
+}
+SDK_COMPETITOR_FACTOR = 2.0
+"""Ours must be at least this many times cheaper than each competitor on the same path (issue 12)."""
+IMPORT_LABELS = {
+    "otel_sdk": "import: OpenTelemetry SDK alone (floor)",
+    "ours": "import: amtp_obs.sdk + amtp_obs.instrument",
+    "ours_instrument": "import + instrument(): amtp_obs",
+    "openllmetry": "import: OpenLLMetry OpenAIInstrumentor",
+    "openllmetry_instrument": "import + instrument(): OpenLLMetry",
+    "openlit": "import: openlit",
+}
+
+
+def _import_rows(opts: Options, python: Path) -> list[Row]:
+    """Seconds to import (and instrument) in a fresh interpreter, ours next to theirs."""
+    rows: list[Row] = []
+    runs = 2 if opts.quick else 9
+    for probe, label in IMPORT_LABELS.items():
+        if probe.startswith(("openllmetry", "openlit")) and opts.bench_python is None:
+            rows.append(Row("sdk", label, verdict=SKIP, detail="skipped: no .venv-bench (run bench/setup_bench.sh)"))
+            continue
+        try:
+            r = _run_json(
+                [str(python), str(BENCH_DIR / "llm_overhead.py"), "--import-time", probe, "--runs", str(runs)],
+                timeout=600,
+            )
+        except Exception as exc:
+            rows.append(Row("sdk", label, verdict=ERROR, detail=str(exc)))
+            continue
+        detail = f"median of {runs} fresh interpreters: {r['code']}"
+        rows.append(
+            Row("sdk", label, r["seconds"] * 1000, "ms", target="(reported)", verdict="-", detail=detail, extra=r)
+        )
+    return rows
+
+
+def sdk_label(contestant: str) -> str:
+    base = SDK_LABELS[contestant.removesuffix("_stream")]
+    return f"stream: {base}" if contestant.endswith("_stream") else base
+
+
 def bench_sdk(opts: Options) -> list[Row]:
-    iterations, repeats = (100, 2) if opts.quick else (2000, 7)
+    iterations, pairs = (40, 6) if opts.quick else (100, 30)
     py_all = opts.bench_python or MAIN_PYTHON  # one interpreter for every contestant when possible
     results: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
@@ -166,54 +214,57 @@ def bench_sdk(opts: Options) -> list[Row]:
                     name,
                     "--iterations",
                     str(iterations),
-                    "--repeats",
-                    str(repeats),
+                    "--pairs",
+                    str(pairs),
                 ],
-                timeout=600,
+                timeout=900,
             )
         except Exception as exc:  # one broken contestant must not hide the others
             errors[name] = f"error: {exc}"
     rows: list[Row] = []
-    floor = results.get("raw")
-    floor_ns = floor["overhead_ns"] if floor else None
-    labels = {
-        "raw": "raw OTel SDK (floor): overhead/call",
-        "ours_call": "amtp_obs llm_call: overhead/call",
-        "ours_auto": "amtp_obs auto-instrumented openai: overhead/call",
-        "openllmetry": "OpenLLMetry (opentelemetry-instrumentation-openai): overhead/call",
-        "openlit": "OpenLIT: overhead/call",
-    }
-    competitor_ns = [results[c]["overhead_ns"] for c in llm_overhead.COMPETITORS if c in results]
     for name in llm_overhead.CONTESTANTS:
         r = results.get(name)
+        label = sdk_label(name)
         if r is None:
-            rows.append(
-                Row("sdk", labels[name], verdict=ERROR if "error" in errors[name] else SKIP, detail=errors[name])
-            )
+            rows.append(Row("sdk", label, verdict=ERROR if "error" in errors[name] else SKIP, detail=errors[name]))
             continue
-        us = r["overhead_ns"] / 1000
-        ratio = r["overhead_ns"] / floor_ns if floor_ns else None
+        stream = name.endswith("_stream")
+        floor = results.get("raw_stream" if stream else "raw")
+        ratio = r["overhead_ns"] / floor["overhead_ns"] if floor else None
+        lo_r, hi_r = llm_overhead.ratio_ci(r["overhead_ns_all"], floor["overhead_ns_all"]) if floor else (None, None)
+        lo, hi = r["overhead_ci95"]
         ver = f"{r['contestant']} {r['version']}, otel-sdk {r['otel_sdk']}, openai {r['openai']}"
         detail = (
-            f"bare client {r['bare_ns'] / 1000:.0f} us, instrumented {r['instrumented_ns'] / 1000:.0f} us; "
-            f"{r['spans_per_call']} span(s)/call; blocked outbound connects: {len(r['blocked_connections'])}; "
-            f"{ver}"
+            f"95% CI {lo / 1000:.1f}..{hi / 1000:.1f} us over {r['pairs']} ABBA pairs of {r['iterations']} calls "
+            f"(thread CPU time); bare client {r['bare_ns'] / 1000:.0f} us; {r['spans_per_call']} span(s)/call; "
+            f"blocked outbound connects: {len(r['blocked_connections'])}; {ver}"
         )
-        row = Row("sdk", labels[name], us, "us", extra={**r, "ratio_to_floor": ratio})
-        if name == "raw":
+        extra = {**r, "ratio_to_floor": ratio, "ratio_ci95": [lo_r, hi_r]}
+        row = Row("sdk", label, r["overhead_ns"] / 1000, "us", extra=extra)
+        if name in ("raw", "raw_stream"):
             row.target, row.verdict = "(the floor)", "-"
-        elif name in ("ours_call", "ours_auto"):
-            faster = all(r["overhead_ns"] < c for c in competitor_ns) if competitor_ns else None
-            row.target = f"<= {SDK_RATIO_TARGET}x floor; < OpenLLMetry, OpenLIT"
+        elif name.startswith("ours"):
+            rivals = [c for c in llm_overhead.COMPETITORS if c.endswith("_stream") == stream and c in results]
+            cheaper = {c: results[c]["overhead_ns"] / r["overhead_ns"] for c in rivals}
+            extra["competitor_factor"] = cheaper
             ok_ratio = ratio is not None and ratio <= SDK_RATIO_TARGET
-            row.verdict = f"{ratio:.2f}x " + _verdict(ok_ratio and faster is not False) if ratio else "?"
-            if faster is None:
+            ok_rivals = all(f >= SDK_COMPETITOR_FACTOR for f in cheaper.values())
+            row.target = (
+                f"<= {SDK_RATIO_TARGET}x floor; >= {SDK_COMPETITOR_FACTOR:g}x cheaper than OpenLLMetry, OpenLIT"
+            )
+            row.verdict = (f"{ratio:.2f}x " + _verdict(ok_ratio and ok_rivals)) if ratio is not None else "?"
+            if ratio is not None:
+                detail = f"ratio 95% CI {lo_r:.2f}..{hi_r:.2f}x; " + detail
+            if cheaper:
+                detail = "; ".join(f"{f:.1f}x cheaper than {c}" for c, f in cheaper.items()) + "; " + detail
+            else:
                 detail += "; competitors not measured"
         else:
             row.target = "(competitor)"
-            row.verdict = f"{ratio:.2f}x floor" if ratio else "-"
+            row.verdict = f"{ratio:.2f}x floor" if ratio is not None else "-"
         row.detail = detail
         rows.append(row)
+    rows += _import_rows(opts, py_all)
     # Helper C's bench: llm_call vs raw with no client around them (pure SDK cost).
     try:
         c = _run_json(

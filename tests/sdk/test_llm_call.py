@@ -410,3 +410,14 @@ def test_details_without_usage_are_shown_but_not_counted(mem: InMemoryTelemetry)
     assert a[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE
     assert a[contract.LLM_TOKENS_CACHE_READ] == 3
     assert mem.counter_values() == {}
+
+
+def test_a_reported_zero_creates_the_series_and_later_values_still_count(mem: InMemoryTelemetry) -> None:
+    for reasoning in (0, 0, 7, 0):
+        with llm_call("openai", "o4-mini") as call:
+            call.set_usage(10, 10, reasoning_tokens=reasoning)
+    o4 = tuple(sorted({**GPT, contract.LLM_MODEL: "o4-mini"}.items()))
+    assert mem.counter_values()["reasoning_tokens"] == {o4: 7}
+    with llm_call("openai", "gpt-4o") as call:  # another series: its own first zero
+        call.set_usage(1, 1, reasoning_tokens=0)
+    assert mem.counter_values()["reasoning_tokens"] == {o4: 7, KEY: 0}

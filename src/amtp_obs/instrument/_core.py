@@ -213,7 +213,8 @@ def _start(adapter: Adapter, info: RequestInfo) -> LLMCall:
         attributes=info.attributes or None,
     )
     call.start()
-    safely(call.record_input, info.messages)
+    if call.capture_content:
+        safely(call.record_input, info.messages)
     return call
 
 

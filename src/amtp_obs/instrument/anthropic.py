@@ -148,9 +148,10 @@ class AnthropicAdapter:
             response_id=getattr(result, "id", None),
             finish_reasons=[stop] if stop else None,
         )
-        texts = _texts(getattr(result, "content", None))
-        if texts:
-            call.record_output(["".join(texts)])
+        if call.capture_content:
+            texts = _texts(getattr(result, "content", None))
+            if texts:
+                call.record_output(["".join(texts)])
         if usage is not None and isinstance(getattr(usage, "output_tokens", None), int):
             _set_usage(
                 call,

@@ -155,13 +155,14 @@ class OpenAIAdapter:
             response_id=getattr(result, "id", None),
             finish_reasons=[c.finish_reason for c in choices if getattr(c, "finish_reason", None)] or None,
         )
-        texts = [
-            text
-            for c in choices
-            if (text := _content_text(getattr(getattr(c, "message", None), "content", None))) is not None
-        ]
-        if texts:
-            call.record_output(texts)
+        if call.capture_content:  # content is off by default: do not even collect it then
+            texts = [
+                text
+                for c in choices
+                if (text := _content_text(getattr(getattr(c, "message", None), "content", None))) is not None
+            ]
+            if texts:
+                call.record_output(texts)
         _set_usage(call, getattr(result, "usage", None))
 
     def accumulator(self) -> OpenAIAccumulator:

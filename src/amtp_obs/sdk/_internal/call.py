@@ -81,6 +81,7 @@ def _attribute_sets(
     assert tuple(metric_attrs) == contract.REQUIRED_METRIC_ATTRIBUTES
     if len(t.attr_cache) >= _ATTR_CACHE_MAX:  # bounded: a runaway set of model names cannot leak
         t.attr_cache.clear()
+        t.zero_series.clear()  # keyed by the ids of the dicts just dropped
     t.attr_cache[key] = (span_attrs, metric_attrs)
     return span_attrs, metric_attrs
 
@@ -94,6 +95,15 @@ def _count(value: object) -> int | None:
     if isinstance(value, float) and value.is_integer() and value >= 0:
         return int(value)
     return None
+
+
+def _first_zero(t: Telemetry, metric_attrs: dict[str, Any], detail: int) -> bool:
+    """True the first time a detail class reports 0 for this series (its attribute set), then False."""
+    key = (id(metric_attrs), detail)
+    if key in t.zero_series:
+        return False
+    t.zero_series.add(key)
+    return True
 
 
 def _check_parts(prompt: int | None, completion: int | None, details: Details) -> None:
@@ -257,11 +267,13 @@ class LLMCall:
             t.total_tokens.add(total, m, ctx)
             if details is not None:
                 cache_read, cache_creation, reasoning = details
-                if cache_read is not None:
+                # A reported 0 must make the series exist (the hit ratio's denominator), once: later
+                # zeros would not change it, so they are skipped (most calls report zeros here).
+                if cache_read or (cache_read == 0 and _first_zero(t, m, 0)):
                     t.cache_read_tokens.add(cache_read, m, ctx)
-                if cache_creation is not None:
+                if cache_creation or (cache_creation == 0 and _first_zero(t, m, 1)):
                     t.cache_creation_tokens.add(cache_creation, m, ctx)
-                if reasoning is not None:
+                if reasoning or (reasoning == 0 and _first_zero(t, m, 2)):
                     t.reasoning_tokens.add(reasoning, m, ctx)
 
     @property

@@ -126,6 +126,8 @@ class Telemetry:
     """Bounded ``llm.model`` values for the counters (labels.py)."""
     attr_cache: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict, repr=False)
     """(provider, model, request type, stream) -> span-start and metric attribute dicts (see call.py)."""
+    zero_series: set[tuple[int, int]] = field(default_factory=set, repr=False)
+    """(id of a cached metric attribute dict, detail class) whose 0 was added once (see call.py)."""
 
     @property
     def capture_content(self) -> bool:
