@@ -171,7 +171,7 @@ IMPORT_LABELS = {
 def _import_rows(opts: Options, python: Path) -> list[Row]:
     """Seconds to import (and instrument) in a fresh interpreter, ours next to theirs."""
     rows: list[Row] = []
-    runs = 2 if opts.quick else 9
+    runs = 1 if opts.quick else 9
     for probe, label in IMPORT_LABELS.items():
         if probe.startswith(("openllmetry", "openlit")) and opts.bench_python is None:
             rows.append(Row("sdk", label, verdict=SKIP, detail="skipped: no .venv-bench (run bench/setup_bench.sh)"))
@@ -204,6 +204,9 @@ def bench_sdk(opts: Options) -> list[Row]:
     for name in llm_overhead.CONTESTANTS:
         if name in llm_overhead.COMPETITORS and opts.bench_python is None:
             errors[name] = "skipped: no .venv-bench (run bench/setup_bench.sh)"
+            continue
+        if opts.quick and name in llm_overhead.COMPETITORS and name.endswith("_stream"):
+            errors[name] = "skipped in --quick (its numbers mean nothing there; the full run measures it)"
             continue
         try:
             results[name] = _run_json(

@@ -52,7 +52,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
         [sys.executable, str(Path(run.__file__)), "--quick", "--no-verify", "--output", str(out)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,  # every SDK path and import probe, on a shared machine
         cwd=Path(run.__file__).parents[1],
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -63,7 +63,9 @@ class Adapter(Protocol):
 
     def apply_response(self, call: LLMCall, result: Any) -> None: ...
 
-    def accumulator(self) -> Accumulator: ...
+    def accumulator(self, capture: bool) -> Accumulator:
+        """A fresh reader of one stream's items; ``capture``: also collect the text (content capture on)."""
+        ...
 
     def stream_types(self) -> tuple[type, type]:
         """(sync Stream class, async Stream class) of the vendor."""
@@ -113,9 +115,9 @@ def _settle(call: LLMCall, adapter: Adapter, result: Any, *, is_async: bool, cha
         sync_cls, async_cls = adapter.stream_types()
         conceal = adapter.conceal if changed else None
         if is_async and isinstance(result, async_cls):
-            return AsyncStreamProxy(result, StreamTracker(call, adapter.accumulator(), conceal))
+            return AsyncStreamProxy(result, StreamTracker(call, adapter.accumulator(call.capture_content), conceal))
         if not is_async and isinstance(result, sync_cls):
-            return SyncStreamProxy(result, StreamTracker(call, adapter.accumulator(), conceal))
+            return SyncStreamProxy(result, StreamTracker(call, adapter.accumulator(call.capture_content), conceal))
     except Exception:  # pragma: no cover - a bug of ours: the caller still gets the vendor's result
         log.exception("amtp_obs.instrument: could not wrap the stream")
         safely(call.end)

@@ -57,7 +57,8 @@ def _texts(blocks: Any) -> list[str]:
 class AnthropicAccumulator:
     """Reads ``RawMessageStreamEvent`` objects in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, capture: bool = False) -> None:
+        self.capture = capture
         self.model: str | None = None
         self.response_id: str | None = None
         self.stop_reason: str | None = None
@@ -78,7 +79,7 @@ class AnthropicAccumulator:
                 self.input_tokens = _int(usage.input_tokens)
                 self.cache_read = _int(getattr(usage, "cache_read_input_tokens", None))
                 self.cache_creation = _int(getattr(usage, "cache_creation_input_tokens", None))
-        elif kind == "content_block_delta":
+        elif kind == "content_block_delta" and self.capture:  # text only when content capture is on
             text = getattr(event.delta, "text", None)
             if isinstance(text, str):
                 self.text.append(text)
@@ -161,8 +162,8 @@ class AnthropicAdapter:
                 _int(getattr(usage, "cache_creation_input_tokens", None)),
             )
 
-    def accumulator(self) -> AnthropicAccumulator:
-        return AnthropicAccumulator()
+    def accumulator(self, capture: bool) -> AnthropicAccumulator:
+        return AnthropicAccumulator(capture)
 
     def stream_types(self) -> tuple[type, type]:
         from anthropic import AsyncStream, Stream

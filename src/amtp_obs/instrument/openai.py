@@ -42,7 +42,8 @@ def _content_text(content: Any) -> str | None:
 class OpenAIAccumulator:
     """Reads ``ChatCompletionChunk`` objects: usage (final chunk), model, id, finish reasons, text."""
 
-    def __init__(self) -> None:
+    def __init__(self, capture: bool = False) -> None:
+        self.capture = capture
         self.model: str | None = None
         self.response_id: str | None = None
         self.usage: Any = None
@@ -50,19 +51,22 @@ class OpenAIAccumulator:
         self.text: dict[int, list[str]] = {}
 
     def add(self, chunk: Any) -> None:
-        self.model = getattr(chunk, "model", None) or self.model
-        self.response_id = getattr(chunk, "id", None) or self.response_id
+        """Once per chunk (the hot path of a stream): only what the span needs is read."""
+        if self.model is None:  # every chunk repeats the model and id: the first one tells
+            self.model = getattr(chunk, "model", None)
+            self.response_id = getattr(chunk, "id", None)
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self.usage = usage
         for choice in getattr(chunk, "choices", None) or ():
-            index = getattr(choice, "index", 0) or 0
-            if getattr(choice, "finish_reason", None):
-                self.finish[index] = choice.finish_reason
-            delta = getattr(choice, "delta", None)
-            piece = getattr(delta, "content", None) if delta is not None else None
-            if isinstance(piece, str) and piece:
-                self.text.setdefault(index, []).append(piece)
+            reason = getattr(choice, "finish_reason", None)
+            if reason:
+                self.finish[getattr(choice, "index", 0) or 0] = reason
+            if self.capture:  # content is collected only when capture is on
+                delta = getattr(choice, "delta", None)
+                piece = getattr(delta, "content", None) if delta is not None else None
+                if isinstance(piece, str) and piece:
+                    self.text.setdefault(getattr(choice, "index", 0) or 0, []).append(piece)
 
     def apply(self, call: LLMCall) -> None:
         call.set_response(
@@ -165,8 +169,8 @@ class OpenAIAdapter:
                 call.record_output(texts)
         _set_usage(call, getattr(result, "usage", None))
 
-    def accumulator(self) -> OpenAIAccumulator:
-        return OpenAIAccumulator()
+    def accumulator(self, capture: bool) -> OpenAIAccumulator:
+        return OpenAIAccumulator(capture)
 
     def stream_types(self) -> tuple[type, type]:
         from openai import AsyncStream, Stream
