@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from amtp_obs import contract
@@ -84,14 +84,24 @@ def number_attributes(pairs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in pairs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-@contextlib.contextmanager
-def current(call: LLMCall) -> Iterator[None]:
+class current:
     """Make the call's span current while the vendor sends the request, so its own spans nest under it.
 
-    Exceptions are recorded by ``call.end(exc)``, not here, so they are recorded once.
+    Exceptions are recorded by ``call.end(exc)``, not here, so they are recorded once. A plain class
+    rather than ``trace.use_span`` (two generator context managers): this runs on every call.
     """
-    with trace.use_span(call.span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-        yield
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, call: LLMCall) -> None:
+        self._span = call.span
+        self._token: object | None = None
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
 def _open(adapter: Adapter, kwargs: dict[str, Any]) -> tuple[LLMCall, dict[str, Any]] | None:

@@ -112,6 +112,7 @@ class AnthropicAccumulator:
 
 class AnthropicAdapter:
     provider = contract.PROVIDER_ANTHROPIC
+    _stream_types: tuple[type, type] | None = None
 
     def request(self, kwargs: dict[str, Any]) -> RequestInfo | None:
         model = kwargs.get("model")
@@ -166,9 +167,11 @@ class AnthropicAdapter:
         return AnthropicAccumulator(capture)
 
     def stream_types(self) -> tuple[type, type]:
-        from anthropic import AsyncStream, Stream
+        if self._stream_types is None:  # looked up once: this runs on every call
+            from anthropic import AsyncStream, Stream
 
-        return Stream, AsyncStream
+            self._stream_types = (Stream, AsyncStream)
+        return self._stream_types
 
 
 ADAPTER = AnthropicAdapter()

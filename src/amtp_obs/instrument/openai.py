@@ -110,6 +110,7 @@ def _set_usage(call: LLMCall, usage: Any) -> None:
 
 class OpenAIAdapter:
     provider = contract.PROVIDER_OPENAI
+    _stream_types: tuple[type, type] | None = None
 
     def request(self, kwargs: dict[str, Any]) -> RequestInfo | None:
         model = kwargs.get("model")
@@ -173,9 +174,11 @@ class OpenAIAdapter:
         return OpenAIAccumulator(capture)
 
     def stream_types(self) -> tuple[type, type]:
-        from openai import AsyncStream, Stream
+        if self._stream_types is None:  # looked up once: this runs on every call
+            from openai import AsyncStream, Stream
 
-        return Stream, AsyncStream
+            self._stream_types = (Stream, AsyncStream)
+        return self._stream_types
 
 
 ADAPTER = OpenAIAdapter()
