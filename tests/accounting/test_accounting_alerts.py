@@ -12,6 +12,7 @@ import yaml
 
 from amtp_obs import contract, env
 from amtp_obs import project as proj
+from amtp_obs.accounting import rules
 from amtp_obs.alerting import FOLDER_LABEL, translate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,9 +28,9 @@ FOLDER = next(
 
 def _rules(tmp_path: Path) -> dict[str, str]:
     doc = yaml.safe_load((REPO / proj.ALERTING_FILE).read_text())
-    rules = translate(doc, VARS).prometheus_rules
-    groups = [g for g in rules["groups"] if g["name"].endswith(GROUP)]
-    assert groups, [g["name"] for g in rules["groups"]]
+    translated = translate(doc, VARS).prometheus_rules
+    groups = [g for g in translated["groups"] if g["name"].endswith(GROUP)]
+    assert groups, [g["name"] for g in translated["groups"]]
     for g in groups:
         for r in g["rules"]:
             r.pop("annotations", None)
@@ -50,14 +51,15 @@ def _promtool(tmp_path: Path, tests: list[dict[str, Any]]) -> subprocess.Complet
 def test_missed_accounting_step_fires_and_a_healthy_group_does_not(tmp_path: Path) -> None:
     alerts = _rules(tmp_path)
     name = next(a for a in alerts.values() if "Missed" in a)
+    group = f"/etc/prometheus/rules/accounting.rules.yml;{rules.GROUP}"  # Prometheus' "<file>;<group>"
     missed = (
         'prometheus_rule_group_iterations_missed_total{cluster="zt-amtp",instance="p:9090",job="prometheus",'
-        'rule_group="/etc/prometheus/rules/accounting.rules.yml;llm-token-accounting"}'
+        f'rule_group="{group}"}}'
     )
-    other = missed.replace("llm-token-accounting", "some-other-group")
+    other = missed.replace(rules.GROUP, "some-other-group")
     labels = {
         "cluster": "zt-amtp",
-        "rule_group": "/etc/prometheus/rules/accounting.rules.yml;llm-token-accounting",
+        "rule_group": group,
         "severity": "critical",
         FOLDER_LABEL: FOLDER,
     }

@@ -45,6 +45,8 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("agent-alpha", "agent-beta")
 PROMPT_PER_STEP = {"agent-alpha": 10, "agent-beta": 4}
 COMPLETION_PER_STEP = {"agent-alpha": 5, "agent-beta": 2}
+CACHE_READ_PER_STEP = {"agent-alpha": 3, "agent-beta": 0}
+"""Cached input tokens, part of the prompt tokens (a reported 0 for agent-beta)."""
 STEPS = 40
 GROW_STEPS = 30
 """Token counters grow for this many steps and then stay flat, so "last value" does not depend on
@@ -122,6 +124,7 @@ def synthetic_series(now_ms: int) -> list[tuple[dict[str, str], list[tuple[int, 
             (contract.PROMPT_TOKENS, prompt),
             (contract.COMPLETION_TOKENS, completion),
             (contract.TOTAL_TOKENS, prompt + completion),
+            (contract.CACHE_READ_TOKENS, CACHE_READ_PER_STEP[service]),
         ):
             out.append(
                 (

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 from dash_helpers import (
+    CACHE_READ_PER_STEP,
     CALLS_PER_STEP,
     COMPLETION_PER_STEP,
     GROW_STEPS,
@@ -64,6 +65,21 @@ def test_every_provisioned_panel_has_its_value(dashboard_url: str) -> None:
     assert stat(p["Prompt Tokens"]) == prompt
     assert stat(p["Completion Tokens"]) == completion
     assert stat(p["Total Tokens"]) == prompt + completion
+    # Ground truth kept by the synthetic workload: every token panel equals it.
+    assert stat(p["Cache Hit Ratio"]) == pytest.approx(final_tokens(CACHE_READ_PER_STEP) / prompt, rel=1e-12)
+    by_service = dict(
+        zip(
+            *[
+                [s["name"] for s in p["Tokens by Service"]["stats"]],
+                [s["value"] for s in p["Tokens by Service"]["stats"]],
+            ],
+            strict=True,
+        )
+    )
+    assert by_service == {
+        s: final_tokens(PROMPT_PER_STEP, (s,)) + final_tokens(COMPLETION_PER_STEP, (s,)) for s in SERVICES
+    }
+    assert [(s["name"], s["value"]) for s in p["Tokens by Model"]["stats"]] == [("gpt-4o", prompt + completion)]
     assert p["Total Tokens"]["stats"][0]["text"] == str(prompt + completion)
     assert stat(p["P95 LLM Latency"]) == pytest.approx(P95_MS, rel=1e-6)
     assert p["P95 LLM Latency"]["stats"][0]["text"].endswith(" ms")

@@ -40,7 +40,8 @@ MEMORY: Final = "1h"
 
 CLUSTER_LABEL: Final = "cluster"
 SERVICE_LABEL: Final = normalize_label("service.name")
-BY: Final = (CLUSTER_LABEL, SERVICE_LABEL, normalize_label(contract.LLM_PROVIDER), normalize_label(contract.LLM_MODEL))
+MODEL_LABEL: Final = normalize_label(contract.LLM_MODEL)
+BY: Final = (CLUSTER_LABEL, SERVICE_LABEL, normalize_label(contract.LLM_PROVIDER), MODEL_LABEL)
 """Labels every increment keeps: what the dashboard and ``amtp-obs usage`` group by."""
 
 

@@ -20,7 +20,7 @@ from amtp_obs.durations import parse_duration
 from amtp_obs.pricing import rules as pricing
 
 GroupBy = Literal["service", "model"]
-GROUP_LABELS: Mapping[str, str] = {"service": rules.SERVICE_LABEL, "model": rules.BY[3]}
+GROUP_LABELS: Mapping[str, str] = {"service": rules.SERVICE_LABEL, "model": rules.MODEL_LABEL}
 """``--by`` value -> the increment label it groups on."""
 QUERY_TIMEOUT_S = 30.0
 
