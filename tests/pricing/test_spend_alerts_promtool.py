@@ -8,29 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from promtool_support import STEP_S, Workload, promtool, run_promtool, selector
+from promtool_support import (
+    FAST,
+    HIGH,
+    SPENT,
+    STEP_S,
+    TICKET,
+    UNPRICED,
+    Workload,
+    fires,
+    run_promtool,
+    selector,
+    silent,
+    spend_alert_group,
+)
 
-from amtp_obs import env
-from amtp_obs import project as proj
-from amtp_obs.alerting import FOLDER_LABEL, translate
 from amtp_obs.pricing import budgets, catalog, rules
 
 pytestmark = pytest.mark.needs("promtool")
 
-REPO = Path(__file__).resolve().parents[2]
-GROUP = "llm-spend"
-VARS = {
-    env.AMTP_SLACK_WEBHOOK_URL: "https://hooks.slack.com/services/T/B/X",
-    env.AMTP_ALERT_EMAIL_ADDRESSES: "a@b.test",
-}
-FAST, HIGH, TICKET, SPENT, UNPRICED = (
-    "LLM Budget Burn Fast",
-    "LLM Budget Burn High",
-    "LLM Budget Burn Ticket",
-    "LLM Monthly Budget Spent",
-    "LLM Tokens Unpriced",
-)
 CATALOG = """
 currency: USD
 models:
@@ -45,32 +41,9 @@ BUDGETS = f"currency: USD\nmonthly_usd:\n  svc-a: {BUDGET_USD}\n"
 SVC = {"cluster": "zt-amtp", "service_name": "svc-a", "llm_provider": "openai", "llm_model": "m1"}
 
 
-def _alert_group() -> dict[str, Any]:
-    doc = yaml.safe_load((REPO / proj.ALERTING_FILE).read_text())
-    t = translate(doc, VARS)
-    groups = [g for g in t.prometheus_rules["groups"] if g["name"] == GROUP]
-    assert len(groups) == 1
-    # promtool compares annotations too; the behaviour under test is when and with which labels.
-    return {**groups[0], "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in groups[0]["rules"]]}
-
-
-def _labels(title: str) -> dict[str, str]:
-    rule = next(r for r in _alert_group()["rules"] if r["alert"] == title)
-    return {k: v for k, v in rule["labels"].items()}
-
-
 def _pricing_groups(*names: str) -> list[dict[str, Any]]:
     groups = rules.rule_groups(catalog.parse(CATALOG).catalog, budgets.parse(BUDGETS))
     return [g for g in groups if not names or g["name"] in names]
-
-
-def _fires(title: str, at_s: int, extra: dict[str, str]) -> dict[str, Any]:
-    labels = {**_labels(title), **extra, FOLDER_LABEL: "LLM Observability"}
-    return {"eval_time": f"{at_s}s", "alertname": title, "exp_alerts": [{"exp_labels": labels}]}
-
-
-def _silent(title: str, at_s: int) -> dict[str, Any]:
-    return {"eval_time": f"{at_s}s", "alertname": title, "exp_alerts": []}
 
 
 def _tokens_per_step(burn: float) -> int:
@@ -93,23 +66,23 @@ SERVICE = {"cluster": "zt-amtp", "service_name": "svc-a"}
 def test_fifteen_x_pages_within_the_hour_and_fourteen_x_does_not(tmp_path: Path) -> None:
     """15x: the 1h window crosses 14.4 after 57.6 minutes of burn, so it pages within the hour."""
     w15, w14 = _steady(15, 70), _steady(14, 70)
-    groups = [*_pricing_groups(), _alert_group()]
+    groups = [*_pricing_groups(), spend_alert_group()]
     tests = [
         {
             "interval": f"{STEP_S}s",
             "input_series": w15.input_series(),
             "alert_rule_test": [
-                _silent(FAST, 55 * 60),
-                _fires(FAST, 60 * 60, SERVICE),
-                _fires(FAST, 70 * 60, SERVICE),
-                _silent(HIGH, 70 * 60),  # 6x needs 6 hours of it
-                _silent(SPENT, 70 * 60),
+                silent(FAST, 55 * 60),
+                fires(FAST, 60 * 60, SERVICE),
+                fires(FAST, 70 * 60, SERVICE),
+                silent(HIGH, 70 * 60),  # 6x needs 6 hours of it
+                silent(SPENT, 70 * 60),
             ],
         },
         {
             "interval": f"{STEP_S}s",
             "input_series": w14.input_series(),
-            "alert_rule_test": [_silent(FAST, m * 60) for m in (55, 60, 65, 70)],
+            "alert_rule_test": [silent(FAST, m * 60) for m in (55, 60, 65, 70)],
         },
     ]
     run_promtool(tmp_path, groups, tests)
@@ -124,18 +97,9 @@ def _cost_minutes(per_minute_burn: list[float]) -> list[dict[str, str]]:
 
 
 def _run_minutes(tmp: Path, tests: list[dict[str, Any]]) -> None:
-    groups = [*_pricing_groups(rules.GROUP_BUDGET_FAST, rules.GROUP_BUDGET_SLOW), _alert_group()]
-    (tmp / "rules.yml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    groups = [*_pricing_groups(rules.GROUP_BUDGET_FAST, rules.GROUP_BUDGET_SLOW), spend_alert_group()]
     # Minute steps: the fast group's per-step rules are not under test here.
-    import subprocess
-
-    (tmp / "test.yml").write_text(
-        yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": tests}, sort_keys=False)
-    )
-    tool = promtool()
-    assert tool is not None
-    cp = subprocess.run([tool, "test", "rules", "test.yml"], cwd=tmp, capture_output=True, text=True, timeout=900)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
+    run_promtool(tmp, groups, tests, evaluation_interval="1m")
 
 
 def test_six_x_pages_over_six_hours_and_five_and_a_half_x_does_not(tmp_path: Path) -> None:
@@ -145,12 +109,12 @@ def test_six_x_pages_over_six_hours_and_five_and_a_half_x_does_not(tmp_path: Pat
             "interval": "1m",
             "input_series": _cost_minutes([6.5] * (hours * 60 + 1)),
             # 6h window > 6 after 6h x 6 / 6.5 = 5.54 h of burn.
-            "alert_rule_test": [_silent(HIGH, 5 * 3600), _fires(HIGH, 6 * 3600, SERVICE), _silent(FAST, 6 * 3600)],
+            "alert_rule_test": [silent(HIGH, 5 * 3600), fires(HIGH, 6 * 3600, SERVICE), silent(FAST, 6 * 3600)],
         },
         {
             "interval": "1m",
             "input_series": _cost_minutes([5.5] * (hours * 60 + 1)),
-            "alert_rule_test": [_silent(HIGH, h * 3600) for h in (5, 6, 7)],
+            "alert_rule_test": [silent(HIGH, h * 3600) for h in (5, 6, 7)],
         },
     ]
     _run_minutes(tmp_path, tests)
@@ -164,16 +128,16 @@ def test_ticket_at_one_x_over_three_days_and_one_x_never_pages(tmp_path: Path) -
             "input_series": _cost_minutes([1.1] * (minutes + 1)),
             # 3d window > 1 after 3d / 1.1 = 2.73 days of burn.
             "alert_rule_test": [
-                _silent(TICKET, int(2.5 * 86400)),
-                _fires(TICKET, 3 * 86400, SERVICE),
-                _silent(FAST, 3 * 86400),
-                _silent(HIGH, 3 * 86400),
+                silent(TICKET, int(2.5 * 86400)),
+                fires(TICKET, 3 * 86400, SERVICE),
+                silent(FAST, 3 * 86400),
+                silent(HIGH, 3 * 86400),
             ],
         },
         {
             "interval": "1m",
             "input_series": _cost_minutes([0.9] * (minutes + 1)),
-            "alert_rule_test": [_silent(TICKET, 3 * 86400 + 3600)],
+            "alert_rule_test": [silent(TICKET, 3 * 86400 + 3600)],
         },
     ]
     _run_minutes(tmp_path, tests)
@@ -185,20 +149,20 @@ def test_budget_spent_fires_at_the_budget_and_unpriced_tokens_name_the_model(tmp
     under.add(SVC, 3, prompt_tokens=int(BUDGET_USD * 0.99 * 1_000_000), completion_tokens=0)
     mystery = {**SVC, "llm_model": "m1-2099-01-01"}
     under.add(mystery, 4, prompt_tokens=10, completion_tokens=5)
-    groups = [*_pricing_groups(), _alert_group()]
+    groups = [*_pricing_groups(), spend_alert_group()]
     end = 19 * STEP_S
     tests = [
         {
             "interval": f"{STEP_S}s",
             "input_series": spent.input_series(),
-            "alert_rule_test": [_fires(SPENT, end, SERVICE), _silent(UNPRICED, end)],
+            "alert_rule_test": [fires(SPENT, end, SERVICE), silent(UNPRICED, end)],
         },
         {
             "interval": f"{STEP_S}s",
             "input_series": under.input_series(),
             "alert_rule_test": [
-                _silent(SPENT, end),
-                _fires(UNPRICED, end, {"cluster": "zt-amtp", "llm_provider": "openai", "llm_model": "m1-2099-01-01"}),
+                silent(SPENT, end),
+                fires(UNPRICED, end, {"cluster": "zt-amtp", "llm_provider": "openai", "llm_model": "m1-2099-01-01"}),
             ],
         },
     ]
