@@ -1,11 +1,13 @@
 """Tempo 2.4.1's ``/api/traces/{id}`` JSON (``batches``, base64 ids, int64 as strings) -> spans.
 
 Decoded with the OTLP protobuf's own JSON mapping, so ids, int64 values and enums read exactly as
-the store wrote them. Used by the verify gate and the dashboard's trace view.
+the store wrote them. Used by the verify gate, the dashboard's trace view and the test OTLP sink
+(one span record for all of them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,8 @@ class Span:
     status_code: int = 0
     status_message: str = ""
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    scope: str = ""
+    """The instrumentation scope's name."""
 
     @property
     def kind_name(self) -> str:
@@ -46,8 +50,13 @@ def spans_from_tempo_json(doc: dict[str, Any]) -> list[Span]:
     data = trace_pb2.TracesData()
     batches = doc.get("batches") or doc.get("resourceSpans") or []
     json_format.ParseDict({"resourceSpans": batches}, data, ignore_unknown_fields=True)
+    return spans_from_resource_spans(data.resource_spans)
+
+
+def spans_from_resource_spans(resource_spans: Iterable[trace_pb2.ResourceSpans]) -> list[Span]:
+    """Flatten OTLP ``resource_spans`` (of a TracesData or an export request) into spans."""
     out = []
-    for rs in data.resource_spans:
+    for rs in resource_spans:
         res = attributes(rs.resource.attributes)
         for ss in rs.scope_spans:
             for s in ss.spans:
@@ -65,6 +74,7 @@ def spans_from_tempo_json(doc: dict[str, Any]) -> list[Span]:
                         s.status.code,
                         s.status.message,
                         [(ev.name, attributes(ev.attributes)) for ev in s.events],
+                        ss.scope.name,
                     )
                 )
     return out

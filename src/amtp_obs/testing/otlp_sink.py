@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import threading
 from concurrent import futures
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,26 +19,13 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from amtp_obs.contract.validate import MetricPoint, points_from_otlp
 from amtp_obs.otlp import any_value, attributes, to_key_values
+from amtp_obs.tracejson import Span, spans_from_resource_spans
 
 __all__ = ["OtlpSink", "ReceivedPoint", "ReceivedSpan", "any_value", "attributes", "to_key_values"]
 
 
-@dataclass
-class ReceivedSpan:
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    name: str
-    kind: int
-    status_code: int
-    status_message: str
-    attributes: dict[str, Any]
-    resource: dict[str, Any]
-    scope: str
-    events: list[tuple[str, dict[str, Any]]]
-    start_ns: int
-    end_ns: int
-
+ReceivedSpan = Span
+"""What :meth:`OtlpSink.spans` returns: the same span record the verify gate reads from Tempo."""
 
 ReceivedPoint = MetricPoint
 """What :meth:`OtlpSink.points` returns: the contract validator's flattened point."""
@@ -166,30 +152,7 @@ class OtlpSink:
     def spans(self) -> list[ReceivedSpan]:
         with self._lock:
             reqs = list(self.trace_requests)
-        out = []
-        for req in reqs:
-            for rs in req.resource_spans:
-                res = attributes(rs.resource.attributes)
-                for ss in rs.scope_spans:
-                    for s in ss.spans:
-                        out.append(
-                            ReceivedSpan(
-                                trace_id=s.trace_id.hex(),
-                                span_id=s.span_id.hex(),
-                                parent_span_id=s.parent_span_id.hex(),
-                                name=s.name,
-                                kind=s.kind,
-                                status_code=s.status.code,
-                                status_message=s.status.message,
-                                attributes=attributes(s.attributes),
-                                resource=res,
-                                scope=ss.scope.name,
-                                events=[(e.name, attributes(e.attributes)) for e in s.events],
-                                start_ns=s.start_time_unix_nano,
-                                end_ns=s.end_time_unix_nano,
-                            )
-                        )
-        return out
+        return [span for req in reqs for span in spans_from_resource_spans(req.resource_spans)]
 
     def points(self) -> list[ReceivedPoint]:
         with self._lock:
