@@ -6,7 +6,9 @@ ChatCompletion, or its SSE stream), so no network is involved. Each records thro
 pipeline: an SDK ``TracerProvider`` with a ``SimpleSpanProcessor`` into an in-memory exporter and an
 SDK ``MeterProvider`` with an in-memory reader. Content capture is off for everyone (our default).
 
-Contestants (``*_stream``: the same with ``stream=True``, the caller reading every chunk):
+Contestants (``*_stream``: the same with ``stream=True``, the caller reading every chunk;
+``*_stream_usage``: streaming where the caller itself asks for the usage chunk, so no instrumentation
+changes the request and everyone gets exact token counts - the same work for all):
   raw            the floor: the raw OpenTelemetry SDK wrapping the call by hand - one CLIENT span with
                  the same attributes as ours (cost included when ours prices), the same counter adds
   ours_call      ``amtp_obs.sdk.llm_call`` wrapping the call by hand (context manager)
@@ -31,6 +33,7 @@ prints one JSON object. ``bench/run.py --only sdk`` runs them all and prints the
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import ipaddress
 import json
@@ -49,7 +52,9 @@ from typing import Any
 
 PATHS = ("raw", "ours_call", "ours_decorator", "ours_auto", "openllmetry", "openlit")
 STREAM_PATHS = ("raw", "ours_auto", "openllmetry", "openlit")
-CONTESTANTS = PATHS + tuple(f"{p}_stream" for p in STREAM_PATHS)
+MODES = ("call", "stream", "stream_usage")
+"""How the caller calls: a plain call, a stream, a stream asking for its usage chunk itself."""
+CONTESTANTS = PATHS + tuple(f"{p}_{mode}" for mode in MODES[1:] for p in STREAM_PATHS)
 COMPETITORS = tuple(c for c in CONTESTANTS if c.startswith(("openllmetry", "openlit")))
 """Contestants that need the separate ``.venv-bench``."""
 
@@ -204,8 +209,22 @@ def make_pipeline() -> tuple[Any, Any, Any, Any]:
     return tp, mp, exporter, reader
 
 
-def _create_kwargs() -> dict[str, Any]:
-    return {"model": MODEL, "messages": MESSAGES}
+def split(contestant: str) -> tuple[str, str]:
+    """(path, mode): ``ours_auto_stream_usage`` -> (``ours_auto``, ``stream_usage``)."""
+    for mode in reversed(MODES[1:]):
+        if contestant.endswith(f"_{mode}"):
+            return contestant.removesuffix(f"_{mode}"), mode
+    return contestant, "call"
+
+
+def _create_kwargs(mode: str = "call") -> dict[str, Any]:
+    """What the caller passes to ``create`` in ``mode``."""
+    kwargs: dict[str, Any] = {"model": MODEL, "messages": MESSAGES}
+    if mode != "call":
+        kwargs["stream"] = True
+    if mode == "stream_usage":
+        kwargs["stream_options"] = {"include_usage": True}
+    return kwargs
 
 
 def _original_create() -> Callable[..., Any]:
@@ -332,13 +351,15 @@ def setup_raw(client: Any, tp: Any, mp: Any) -> Callable[[], Any]:
     return call
 
 
-def setup_raw_stream(client: Any, tp: Any, mp: Any) -> Callable[[], Any]:
+def setup_raw_stream(client: Any, tp: Any, mp: Any, mode: str = "stream") -> Callable[[], Any]:
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind
 
     floor = _RawFloor(tp, mp, stream=True)
     create = client.chat.completions.create
-    kwargs = {**_create_kwargs(), "stream": True, "stream_options": {"include_usage": True}}
+    # The floor asks for the usage chunk the documented way (when the caller has not already).
+    kwargs = {**_create_kwargs(mode), "stream_options": {"include_usage": True}}
+    keep_usage_chunk = mode == "stream_usage"  # the caller asked for it: it is theirs
     ttfc = floor.c.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
 
     def call() -> Any:
@@ -353,7 +374,7 @@ def setup_raw_stream(client: Any, tp: Any, mp: Any) -> Callable[[], Any]:
             if chunk.usage is not None:
                 usage = chunk.usage
             finish += [ch.finish_reason for ch in chunk.choices if ch.finish_reason]
-            if chunk.choices:  # the caller is handed the chunks it asked for (as ours does)
+            if chunk.choices or keep_usage_chunk:  # the caller is handed the chunks it asked for (as ours does)
                 last = chunk
         floor.record(span, last.model, last.id, finish, usage, trace.set_span_in_context(span))
         return last
@@ -427,26 +448,26 @@ def setup_ours_auto(client: Any, tp: Any, mp: Any) -> Callable[[], Any]:
     return lambda: create(**kwargs)
 
 
-def setup_ours_auto_stream(client: Any, tp: Any, mp: Any) -> Callable[[], Any]:
+def setup_ours_auto_stream(client: Any, tp: Any, mp: Any, mode: str = "stream") -> Callable[[], Any]:
     from amtp_obs.instrument import instrument
 
     _configure_ours(tp, mp)
     instrument(openai=True, anthropic=False)
     create = client.chat.completions.create
-    kwargs = {**_create_kwargs(), "stream": True}
+    kwargs = _create_kwargs(mode)
     return lambda: _drain(create(**kwargs), True)
 
 
-def setup_openllmetry(client: Any, tp: Any, mp: Any, stream: bool = False) -> Callable[[], Any]:
+def setup_openllmetry(client: Any, tp: Any, mp: Any, mode: str = "call") -> Callable[[], Any]:
     from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 
     OpenAIInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
     create = client.chat.completions.create
-    kwargs = {**_create_kwargs(), **({"stream": True} if stream else {})}
-    return lambda: _drain(create(**kwargs), stream)
+    kwargs = _create_kwargs(mode)
+    return lambda: _drain(create(**kwargs), mode != "call")
 
 
-def setup_openlit(client: Any, tp: Any, mp: Any, stream: bool = False) -> Callable[[], Any]:
+def setup_openlit(client: Any, tp: Any, mp: Any, mode: str = "call") -> Callable[[], Any]:
     import openlit
     from openlit._instrumentors import MODULE_NAME_MAP
 
@@ -464,8 +485,8 @@ def setup_openlit(client: Any, tp: Any, mp: Any, stream: bool = False) -> Callab
         disable_events=True,
     )
     create = client.chat.completions.create
-    kwargs = {**_create_kwargs(), **({"stream": True} if stream else {})}
-    return lambda: _drain(create(**kwargs), stream)
+    kwargs = _create_kwargs(mode)
+    return lambda: _drain(create(**kwargs), mode != "call")
 
 
 SETUPS: dict[str, Callable[[Any, Any, Any], Callable[[], Any]]] = {
@@ -475,10 +496,16 @@ SETUPS: dict[str, Callable[[Any, Any, Any], Callable[[], Any]]] = {
     "ours_auto": setup_ours_auto,
     "openllmetry": setup_openllmetry,
     "openlit": setup_openlit,
-    "raw_stream": setup_raw_stream,
-    "ours_auto_stream": setup_ours_auto_stream,
-    "openllmetry_stream": lambda c, t, m: setup_openllmetry(c, t, m, stream=True),
-    "openlit_stream": lambda c, t, m: setup_openlit(c, t, m, stream=True),
+    **{
+        f"{path}_{mode}": functools.partial(setup, mode=mode)
+        for mode in MODES[1:]
+        for path, setup in (
+            ("raw", setup_raw_stream),
+            ("ours_auto", setup_ours_auto_stream),
+            ("openllmetry", setup_openllmetry),
+            ("openlit", setup_openlit),
+        )
+    },
 }
 
 DIST = {"openllmetry": "opentelemetry-instrumentation-openai", "openlit": "openlit", "raw": "opentelemetry-sdk"}
@@ -492,7 +519,7 @@ def _version(dist: str) -> str | None:
 
 
 def _dist(contestant: str) -> str:
-    return DIST.get(contestant.removesuffix("_stream"), "amtp-obs")
+    return DIST.get(split(contestant)[0], "amtp-obs")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,12 +567,13 @@ def run(contestant: str, iterations: int, pairs: int) -> dict[str, Any]:
         os.environ.setdefault(key, value)
     install_net_guard()
 
-    stream = contestant.endswith("_stream")
+    mode = split(contestant)[1]
+    stream = mode != "call"
     client = make_client()
     tp, mp, exporter, reader = make_pipeline()
     original = _original_create()  # kept before anything patches the class
     completions = client.chat.completions
-    kwargs = {**_create_kwargs(), **({"stream": True} if stream else {})}
+    kwargs = _create_kwargs(mode)
 
     def bare() -> Any:
         return _drain(original(completions, **kwargs), stream)
@@ -600,6 +628,7 @@ def run(contestant: str, iterations: int, pairs: int) -> dict[str, Any]:
     return {
         "contestant": contestant,
         "stream": stream,
+        "mode": mode,
         "version": _version(_dist(contestant)),
         "otel_sdk": _version("opentelemetry-sdk"),
         "openai": _version("openai"),

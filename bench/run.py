@@ -192,38 +192,79 @@ def _import_rows(opts: Options, python: Path) -> list[Row]:
 
 
 def sdk_label(contestant: str) -> str:
-    base = SDK_LABELS[contestant.removesuffix("_stream")]
-    return f"stream: {base}" if contestant.endswith("_stream") else base
+    path, mode = llm_overhead.split(contestant)
+    prefix = {"call": "", "stream": "stream: ", "stream_usage": "stream, caller asks for usage: "}[mode]
+    return prefix + SDK_LABELS[path]
+
+
+SDK_ROUNDS = 3
+"""Each contestant's pairs are taken in this many rounds, every contestant once per round, so that
+ours and a competitor (separate processes, compared by their medians) see the same drift of the machine."""
+
+
+def pool_rounds(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from a contestant's rounds: the paired blocks pooled, the statistics taken again."""
+    first = parts[0]
+    diffs = [d for p in parts for d in p["overhead_ns_all"]]
+    bare = [b for p in parts for b in p["bare_ns_all"]]
+    inst = [n for p in parts for n in p["instrumented_ns_all"]]
+    lo, hi = llm_overhead.bootstrap_ci(diffs)
+    return {
+        **first,
+        "pairs": len(diffs),
+        "rounds": len(parts),
+        "bare_ns": statistics.median(bare),
+        "instrumented_ns": statistics.median(inst),
+        "overhead_ns": statistics.median(diffs),
+        "overhead_ci95": [lo, hi],
+        "overhead_ns_all": diffs,
+        "bare_ns_all": bare,
+        "instrumented_ns_all": inst,
+        "spans_per_call": max(p["spans_per_call"] for p in parts),
+        "blocked_connections": [c for p in parts for c in p["blocked_connections"]],
+    }
 
 
 def bench_sdk(opts: Options) -> list[Row]:
-    iterations, pairs = (40, 6) if opts.quick else (100, 30)
+    iterations, pairs, rounds = (40, 6, 1) if opts.quick else (100, 30, SDK_ROUNDS)
     py_all = opts.bench_python or MAIN_PYTHON  # one interpreter for every contestant when possible
     results: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
+    names = []
     for name in llm_overhead.CONTESTANTS:
         if name in llm_overhead.COMPETITORS and opts.bench_python is None:
             errors[name] = "skipped: no .venv-bench (run bench/setup_bench.sh)"
-            continue
-        if opts.quick and name in llm_overhead.COMPETITORS and name.endswith("_stream"):
+        elif opts.quick and name in llm_overhead.COMPETITORS and llm_overhead.split(name)[1] != "call":
             errors[name] = "skipped in --quick (its numbers mean nothing there; the full run measures it)"
-            continue
-        try:
-            results[name] = _run_json(
-                [
-                    str(py_all),
-                    str(BENCH_DIR / "llm_overhead.py"),
-                    "--contestant",
-                    name,
-                    "--iterations",
-                    str(iterations),
-                    "--pairs",
-                    str(pairs),
-                ],
-                timeout=900,
-            )
-        except Exception as exc:  # one broken contestant must not hide the others
-            errors[name] = f"error: {exc}"
+        else:
+            names.append(name)
+    parts: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_no in range(rounds):
+        for name in names:
+            if name in errors:
+                continue
+            print(f"  sdk round {round_no + 1}/{rounds}: {name}", file=sys.stderr, flush=True)
+            try:
+                parts[name].append(
+                    _run_json(
+                        [
+                            str(py_all),
+                            str(BENCH_DIR / "llm_overhead.py"),
+                            "--contestant",
+                            name,
+                            "--iterations",
+                            str(iterations),
+                            "--pairs",
+                            str(max(1, pairs // rounds)),
+                        ],
+                        timeout=900,
+                    )
+                )
+            except Exception as exc:  # one broken contestant must not hide the others
+                errors[name] = f"error: {exc}"
+    for name in names:
+        if name not in errors:
+            results[name] = pool_rounds(parts[name])
     rows: list[Row] = []
     for name in llm_overhead.CONTESTANTS:
         r = results.get(name)
@@ -231,23 +272,25 @@ def bench_sdk(opts: Options) -> list[Row]:
         if r is None:
             rows.append(Row("sdk", label, verdict=ERROR if "error" in errors[name] else SKIP, detail=errors[name]))
             continue
-        stream = name.endswith("_stream")
-        floor = results.get("raw_stream" if stream else "raw")
+        mode = llm_overhead.split(name)[1]
+        floor_name = "raw" if mode == "call" else f"raw_{mode}"
+        floor = results.get(floor_name)
         ratio = r["overhead_ns"] / floor["overhead_ns"] if floor else None
         lo_r, hi_r = llm_overhead.ratio_ci(r["overhead_ns_all"], floor["overhead_ns_all"]) if floor else (None, None)
         lo, hi = r["overhead_ci95"]
         ver = f"{r['contestant']} {r['version']}, otel-sdk {r['otel_sdk']}, openai {r['openai']}"
         detail = (
             f"95% CI {lo / 1000:.1f}..{hi / 1000:.1f} us over {r['pairs']} ABBA pairs of {r['iterations']} calls "
+            f"in {r.get('rounds', 1)} interleaved round(s) "
             f"(thread CPU time); bare client {r['bare_ns'] / 1000:.0f} us; {r['spans_per_call']} span(s)/call; "
             f"blocked outbound connects: {len(r['blocked_connections'])}; {ver}"
         )
         extra = {**r, "ratio_to_floor": ratio, "ratio_ci95": [lo_r, hi_r]}
         row = Row("sdk", label, r["overhead_ns"] / 1000, "us", extra=extra)
-        if name in ("raw", "raw_stream"):
+        if name == floor_name:
             row.target, row.verdict = "(the floor)", "-"
         elif name.startswith("ours"):
-            rivals = [c for c in llm_overhead.COMPETITORS if c.endswith("_stream") == stream and c in results]
+            rivals = [c for c in llm_overhead.COMPETITORS if llm_overhead.split(c)[1] == mode and c in results]
             cheaper = {c: results[c]["overhead_ns"] / r["overhead_ns"] for c in rivals}
             extra["competitor_factor"] = cheaper
             ok_ratio = ratio is not None and ratio <= SDK_RATIO_TARGET

@@ -94,15 +94,17 @@ def test_sdk_rows_agree_with_their_measurements(
     quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
 ) -> None:
     _, doc = quick_run
-    floors = {False: _rows(doc, "sdk", run.sdk_label("raw"))[0]["extra"]}
-    floors[True] = _rows(doc, "sdk", run.sdk_label("raw_stream"))[0]["extra"]
-    assert floors[False]["ratio_to_floor"] == floors[True]["ratio_to_floor"] == 1.0
+    floors = {
+        mode: _rows(doc, "sdk", run.sdk_label("raw" if mode == "call" else f"raw_{mode}"))[0]["extra"]
+        for mode in run.llm_overhead.MODES
+    }
+    assert all(floor["ratio_to_floor"] == 1.0 for floor in floors.values())
     token_counters = {s.instrument for s in contract.ALL_TOKEN_COUNTERS}
     for r in _rows(doc, "sdk"):
         e = r["extra"]
         if r["verdict"] == "SKIP" or "overhead_ns" not in e:
             continue
-        floor = floors[e["stream"]]
+        floor = floors[e["mode"]]
         # The row's figure is the median of the paired differences (instrumented block minus the bare
         # block timed next to it), inside its confidence interval; the instrumented call does the bare
         # call and more, so its median block is the slower one.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from typing import TYPE_CHECKING, Any
 
 import anthropic
 import openai
 import pytest
 from anthropic.resources.messages import messages as anthropic_messages
+from openai import _base_client as openai_base_client
 from openai.lib.streaming.chat import _completions as openai_stream_helpers
 from openai.resources.chat.completions import completions as openai_completions
 from opentelemetry.sdk.metrics import MeterProvider
@@ -18,7 +20,14 @@ from opentelemetry.trace import StatusCode
 from amtp_obs import contract
 from amtp_obs.instrument import instrument, instrumented, uninstrument
 from amtp_obs.sdk.testing import configure_with
-from amtp_obs.testing.fake_llm import HEADER_CACHE_READ, HEADER_CHUNKS, HEADER_DELAY_MS, FakeLLMServer
+from amtp_obs.testing.fake_llm import (
+    HEADER_CACHE_READ,
+    HEADER_CHUNKS,
+    HEADER_DELAY_MS,
+    HEADER_REPLAY,
+    FakeLLMServer,
+    Recording,
+)
 
 if TYPE_CHECKING:
     from conftest import Recorded
@@ -38,6 +47,11 @@ PATCHED = [
     (anthropic_messages.AsyncMessages, "stream"),
 ]
 MESSAGES = [{"role": "user", "content": "say something nice"}]
+
+
+def _provenance(recorded: Recorded) -> object:
+    """The token provenance of the one LLM span recorded."""
+    return (recorded.one_span().attributes or {})[contract.LLM_TOKENS_PROVENANCE]
 
 
 def _ask_openai(client: openai.OpenAI, **kwargs: Any) -> Any:
@@ -111,8 +125,7 @@ def test_include_usage_off_sends_nothing_extra(
     body = server.requests_to("/v1/chat/completions")[-1].body
     assert "stream_options" not in body
     assert all(c.choices for c in chunks)  # no usage-only chunk
-    span = recorded.one_span()
-    assert span.attributes[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE  # type: ignore[index]
+    assert _provenance(recorded) == contract.PROVENANCE_UNAVAILABLE
     assert not any(recorded.counter_totals().values())
 
 
@@ -123,8 +136,7 @@ def test_callers_stream_options_are_respected(
     list(_ask_openai(openai_sync, stream=True, stream_options={"include_usage": False}))
     body = server.requests_to("/v1/chat/completions")[-1].body
     assert body["stream_options"] == {"include_usage": False}
-    span = instrumented.one_span()
-    assert span.attributes[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE  # type: ignore[index]
+    assert _provenance(instrumented) == contract.PROVENANCE_UNAVAILABLE
 
 
 def test_non_stream_request_is_not_changed(
@@ -133,6 +145,118 @@ def test_non_stream_request_is_not_changed(
     server.clear()
     _ask_openai(openai_sync)
     assert "stream_options" not in server.requests_to("/v1/chat/completions")[-1].body
+
+
+def test_callers_extra_body_is_kept_and_not_mutated(
+    instrumented: Recorded, server: FakeLLMServer, openai_sync: openai.OpenAI
+) -> None:
+    server.clear()
+    extra = {"user_tag": "abc"}
+    chunks = list(_ask_openai(openai_sync, stream=True, extra_body=extra))
+    assert extra == {"user_tag": "abc"}  # the caller's dict is not changed
+    body = server.requests_to("/v1/chat/completions")[-1].body
+    assert body["user_tag"] == "abc"
+    assert body["stream_options"] == {"include_usage": True}
+    assert all(c.choices for c in chunks)
+    assert _provenance(instrumented) == contract.PROVENANCE_REPORTED
+
+
+def test_stream_options_in_callers_extra_body_are_respected(
+    instrumented: Recorded, server: FakeLLMServer, openai_sync: openai.OpenAI
+) -> None:
+    server.clear()
+    chunks = list(_ask_openai(openai_sync, stream=True, extra_body={"stream_options": {"include_usage": True}}))
+    assert not chunks[-1].choices and chunks[-1].usage is not None  # asked for by the caller: handed out
+    assert _provenance(instrumented) == contract.PROVENANCE_REPORTED
+
+
+def _usage_stream(separators: tuple[str, str]) -> Recording:
+    """An OpenAI stream with its usage-only event last, serialised with ``separators``."""
+    base = {"id": "chatcmpl-r", "object": "chat.completion.chunk", "created": 1, "model": "gpt-fake-1-2024"}
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}], "usage": None},
+        {**base, "choices": [{"index": 0, "delta": {"content": " there"}}], "usage": None},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
+        {**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}},
+    ]
+    events = [(None, json.dumps(c, separators=separators)) for c in chunks] + [(None, "[DONE]")]
+    return Recording(events=tuple(events))
+
+
+@pytest.fixture
+def parsed_chunks(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every event the OpenAI client turned into an object (a spy on its one parsing step)."""
+    seen: list[Any] = []
+    original = openai_base_client.BaseClient._process_response_data
+
+    def spy(self: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["data"])
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(openai_base_client.BaseClient, "_process_response_data", spy)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("separators", "parsed"),
+    [((",", ":"), 3), ((", ", ": "), 3), ((" , ", " : "), 4)],
+    ids=["api-compact", "json-dumps", "unusual-spacing"],
+)
+def test_usage_only_event_is_dropped_before_the_client_parses_it(
+    instrumented: Recorded,
+    server: FakeLLMServer,
+    openai_sync: openai.OpenAI,
+    parsed_chunks: list[Any],
+    separators: tuple[str, str],
+    parsed: int,
+) -> None:
+    """Compact (the API) and json.dumps spacing are filtered as events; anything else falls back to conceal."""
+    server.register("usage-stream", _usage_stream(separators))
+    stream = _ask_openai(openai_sync, stream=True, extra_headers={HEADER_REPLAY: "usage-stream"})
+    chunks = list(stream)
+    assert [c.choices[0].delta.content for c in chunks] == ["Hi", " there", None]
+    assert all("usage" not in c.to_dict() for c in chunks)
+    assert len(parsed_chunks) == parsed  # 3: the usage-only event never became an object
+    assert "_iter_events" not in vars(stream)  # the started stream's instance dict is the client's again
+    span = instrumented.one_span()
+    attrs = span.attributes or {}
+    assert (attrs[contract.LLM_TOKENS_PROMPT], attrs[contract.LLM_TOKENS_COMPLETION]) == (7, 2)
+    assert attrs[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_REPORTED
+    assert attrs[contract.GEN_AI_RESPONSE_MODEL] == "gpt-fake-1-2024"
+
+
+async def test_usage_only_event_is_dropped_before_parsing_async(
+    instrumented: Recorded, server: FakeLLMServer, openai_async: openai.AsyncOpenAI, parsed_chunks: list[Any]
+) -> None:
+    server.register("usage-stream-compact", _usage_stream((",", ":")))
+    stream = await openai_async.chat.completions.create(
+        model="gpt-fake-1",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        stream=True,
+        extra_headers={HEADER_REPLAY: "usage-stream-compact"},
+    )
+    chunks = [c async for c in stream]
+    assert len(chunks) == 3 and all(c.choices for c in chunks)
+    assert len(parsed_chunks) == 3
+    attrs = instrumented.one_span().attributes or {}
+    assert (attrs[contract.LLM_TOKENS_PROMPT], attrs[contract.LLM_TOKENS_COMPLETION]) == (7, 2)
+
+
+def test_callers_own_usage_request_gets_its_usage_chunk_parsed(
+    instrumented: Recorded, server: FakeLLMServer, openai_sync: openai.OpenAI, parsed_chunks: list[Any]
+) -> None:
+    """Nothing is filtered when the caller asked for usage: the chunk is theirs."""
+    server.register("usage-stream-own", _usage_stream((",", ":")))
+    chunks = list(
+        _ask_openai(
+            openai_sync,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={HEADER_REPLAY: "usage-stream-own"},
+        )
+    )
+    assert len(chunks) == 4 and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 9
+    assert len(parsed_chunks) == 4
 
 
 # ------------------------------------------------------------------------- cancellation
@@ -194,8 +318,7 @@ def test_openai_stream_helper_closed_early_ends_span_at_exit(
             break
         assert instrumented.llm_spans() == []  # still open while the caller holds the stream
     # `stream` is still referenced here: only the helper's close() can have ended the span
-    span = instrumented.one_span()
-    assert span.attributes[contract.LLM_TOKENS_PROVENANCE] == contract.PROVENANCE_UNAVAILABLE  # type: ignore[index]
+    assert _provenance(instrumented) == contract.PROVENANCE_UNAVAILABLE
     assert stream is not None
 
 

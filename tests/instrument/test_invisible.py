@@ -107,6 +107,31 @@ def oa_helper_break(c: openai.OpenAI, kw: dict[str, Any]) -> Any:
     return None
 
 
+def oa_resume(c: openai.OpenAI, kw: dict[str, Any]) -> Any:
+    """Leave a loop early, then read on: with next() and with a second loop over the same stream."""
+    stream = c.chat.completions.create(stream=True, **kw)
+    for chunk in stream:
+        first = observe(chunk)
+        break
+    return [first, observe(next(stream)), [observe(chunk) for chunk in stream], iter(stream) is stream]
+
+
+def oa_raw_stream(c: openai.OpenAI, kw: dict[str, Any]) -> Any:
+    raw = c.chat.completions.with_raw_response.create(stream=True, **kw)
+    return [raw.http_response.status_code, [observe(chunk) for chunk in raw.parse()]]
+
+
+def oa_streaming_response(c: openai.OpenAI, kw: dict[str, Any]) -> Any:
+    with c.chat.completions.with_streaming_response.create(stream=True, **kw) as response:
+        return [observe(chunk) for chunk in response.parse()]
+
+
+def oa_extra_body(c: openai.OpenAI, kw: dict[str, Any]) -> Any:
+    extra = {"user": "caller-tag"}
+    chunks = [observe(chunk) for chunk in c.chat.completions.create(stream=True, extra_body=extra, **kw)]
+    return [chunks, extra]  # the caller's dict is part of what it observes
+
+
 # ----------------------------------------------------------------------------- OpenAI, async
 async def oaa_plain(c: openai.AsyncOpenAI, kw: dict[str, Any]) -> Any:
     return observe(await c.chat.completions.create(**kw))
@@ -147,6 +172,11 @@ async def oaa_helper(c: openai.AsyncOpenAI, kw: dict[str, Any]) -> Any:
         return [events, observe(await stream.get_final_completion())]
 
 
+async def oaa_raw_stream(c: openai.AsyncOpenAI, kw: dict[str, Any]) -> Any:
+    raw = await c.chat.completions.with_raw_response.create(stream=True, **kw)
+    return [observe(chunk) async for chunk in raw.parse()]
+
+
 # ----------------------------------------------------------------------------- Anthropic, sync
 def an_plain(c: anthropic.Anthropic, kw: dict[str, Any]) -> Any:
     return observe(c.messages.create(**kw))
@@ -173,6 +203,14 @@ def an_break(c: anthropic.Anthropic, kw: dict[str, Any]) -> Any:
         if len(seen) == 3:
             break
     return seen
+
+
+def an_resume(c: anthropic.Anthropic, kw: dict[str, Any]) -> Any:
+    stream = c.messages.create(stream=True, **kw)
+    for event in stream:
+        first = observe(event)
+        break
+    return [first, observe(next(stream)), [observe(event) for event in stream], iter(stream) is stream]
 
 
 def an_close(c: anthropic.Anthropic, kw: dict[str, Any]) -> Any:
@@ -242,14 +280,37 @@ async def ana_helper_break(c: anthropic.AsyncAnthropic, kw: dict[str, Any]) -> A
 
 
 CORPUS: dict[tuple[str, str], list[Callable[..., Any]]] = {
-    ("openai", "sync"): [oa_plain, oa_iterate, oa_choices0, oa_with, oa_break, oa_close, oa_helper, oa_helper_break],
-    ("openai", "async"): [oaa_plain, oaa_iterate, oaa_choices0, oaa_with, oaa_break, oaa_close, oaa_helper],
+    ("openai", "sync"): [
+        oa_plain,
+        oa_iterate,
+        oa_choices0,
+        oa_with,
+        oa_break,
+        oa_close,
+        oa_helper,
+        oa_helper_break,
+        oa_resume,
+        oa_raw_stream,
+        oa_streaming_response,
+        oa_extra_body,
+    ],
+    ("openai", "async"): [
+        oaa_plain,
+        oaa_iterate,
+        oaa_choices0,
+        oaa_with,
+        oaa_break,
+        oaa_close,
+        oaa_helper,
+        oaa_raw_stream,
+    ],
     ("anthropic", "sync"): [
         an_plain,
         an_iterate,
         an_text,
         an_with,
         an_break,
+        an_resume,
         an_close,
         an_helper_text,
         an_helper_events,
@@ -265,7 +326,9 @@ CORPUS: dict[tuple[str, str], list[Callable[..., Any]]] = {
         ana_helper_break,
     ],
 }
-COMPLETE = frozenset({"plain", "iterate", "choices0", "with", "text", "helper", "helper_text", "helper_events"})
+COMPLETE = frozenset(
+    {"plain", "iterate", "choices0", "with", "text", "helper", "helper_text", "helper_events", "extra_body", "resume"}
+)
 """Patterns that read the whole answer."""
 CASES = [
     pytest.param(vendor, mode, fn, id=f"{vendor}-{mode}-{fn.__name__.split('_', 1)[1]}")

@@ -57,6 +57,10 @@ class Adapter(Protocol):
         """The request to send: ``kwargs`` itself, or a new dict when telemetry needs more (never mutated)."""
         ...
 
+    def intercept(self, stream: Any, tracker: StreamTracker, *, is_async: bool) -> None:
+        """For a stream whose request prepare() changed: optionally drop what the change added before it is parsed."""
+        ...
+
     def conceal(self, item: Any) -> bool:
         """For a stream whose request prepare() changed: undo on ``item`` what the change added; True drops it."""
         ...
@@ -123,11 +127,12 @@ def _settle(call: LLMCall, adapter: Adapter, result: Any, *, is_async: bool, cha
     """
     try:
         sync_cls, async_cls = adapter.stream_types()
-        conceal = adapter.conceal if changed else None
-        if is_async and isinstance(result, async_cls):
-            return AsyncStreamProxy(result, StreamTracker(call, adapter.accumulator(call.capture_content), conceal))
-        if not is_async and isinstance(result, sync_cls):
-            return SyncStreamProxy(result, StreamTracker(call, adapter.accumulator(call.capture_content), conceal))
+        if isinstance(result, async_cls if is_async else sync_cls):
+            conceal = adapter.conceal if changed else None
+            tracker = StreamTracker(call, adapter.accumulator(call.capture_content), conceal)
+            if changed:
+                adapter.intercept(result, tracker, is_async=is_async)
+            return AsyncStreamProxy(result, tracker) if is_async else SyncStreamProxy(result, tracker)
     except Exception:  # pragma: no cover - a bug of ours: the caller still gets the vendor's result
         log.exception("amtp_obs.instrument: could not wrap the stream")
         safely(call.end)

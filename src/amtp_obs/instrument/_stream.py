@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -50,6 +50,17 @@ class StreamTracker:
         self.items = 0
         self.finished = False
         self._lock = threading.Lock()
+
+    def observe(self, read: Callable[[], None]) -> None:
+        """Count one item and let ``read`` take what the span needs from it (a no-op once finished)."""
+        if not self.finished:
+            self.items += 1
+            try:  # (inline rather than safely(): this runs once per chunk)
+                if self.items == 1:
+                    self.call.set_first_chunk()
+                read()
+            except Exception:  # pragma: no cover - a bug of ours must not break the caller's stream
+                log.exception("amtp_obs.instrument: could not read a stream item")
 
     def item(self, item: Any) -> bool:
         """Read one item; True when the caller must not see it."""
@@ -87,6 +98,32 @@ def safely(fn: Any, *args: Any, **kwargs: Any) -> None:
         log.exception("amtp_obs.instrument: telemetry step %r failed", getattr(fn, "__name__", fn))
 
 
+def _iterate(owner: SyncStreamProxy, tracker: StreamTracker, items: Iterator[Any]) -> Iterator[Any]:
+    """What ``for chunk in stream`` runs: the vendor's items, read on the way, the hidden ones skipped.
+
+    It shares the vendor's underlying iterator with the proxy's ``__next__``, so a caller may mix
+    ``for`` loops and ``next()``; leaving a loop early does not end the span (the rest may still be
+    read): the end of the stream, an error, ``close()`` or the proxy's ``__del__`` does. ``owner``
+    keeps the proxy alive while a loop reads it (``for c in client.create(...)`` holds nothing
+    else); a sync generator left by ``break`` is freed at once, so an abandoned proxy still is too.
+    A ``for`` loop is how most callers read a stream, and resuming a generator costs less per chunk
+    than calling a ``__next__`` method. (Async streams keep ``__anext__``: an abandoned async
+    generator is finalised by the event loop later, which would keep the proxy, and its span, open.)
+    """
+    read = tracker.item
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            tracker.finish()
+            return
+        except BaseException as exc:
+            tracker.finish(exc)
+            raise
+        if not read(item):
+            yield item
+
+
 class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """Proxy of a vendor ``Stream``: same chunks, same object underneath, span ends once."""
 
@@ -99,8 +136,9 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         """The LLMCall behind this stream (for tests and advanced users)."""
         return self._self_tracker.call
 
-    def __iter__(self) -> SyncStreamProxy:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        """A generator over the vendor's stream, as the vendor's own ``__iter__`` is (see :func:`_iterate`)."""
+        return _iterate(self, self._self_tracker, iter(self.__wrapped__))
 
     def __next__(self) -> Any:
         tracker = self._self_tracker

@@ -24,6 +24,7 @@ from amtp_obs.instrument._core import (
     log,
     number_attributes,
 )
+from amtp_obs.instrument._stream import StreamTracker
 from amtp_obs.sdk import LLMCall
 
 MODULE = "anthropic.resources.messages.messages"
@@ -136,6 +137,9 @@ class AnthropicAdapter:
 
     def prepare(self, kwargs: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
         return kwargs  # Anthropic streams always report usage: the request is sent as written
+
+    def intercept(self, stream: Any, tracker: StreamTracker, *, is_async: bool) -> None:
+        return None  # the request is never changed (prepare), so there is nothing to drop
 
     def conceal(self, event: Any) -> bool:
         return False

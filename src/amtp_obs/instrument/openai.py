@@ -10,11 +10,23 @@ caller set no ``stream_options`` at all, and hide its effects from the caller: t
 ``usage: null`` the API then adds to every other chunk is removed from the chunk's set fields, so
 the caller's chunks are what they would have been (``to_dict()``, ``model_dump(exclude_unset=True)``
 included). The caller's own ``stream_options`` are never changed, and then nothing is hidden.
+Nor is anything asked for on a ``with_raw_response`` / ``with_streaming_response`` call: the caller
+parses that body, so the added chunk could not be hidden (its usage is then not recorded).
+
+The usage-only chunk is normally dropped before the client even parses it: the stream's event
+iterator is filtered (:func:`_intercept_events`), which saves the caller the client's model
+construction for a chunk it never sees (most of what asking for usage costs). Where that cannot be
+done (a client whose stream is laid out differently, an event formatted unusually) the chunk is
+parsed and dropped one layer up, with the same result for the caller.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from amtp_obs import contract
@@ -26,13 +38,20 @@ from amtp_obs.instrument._core import (
     given,
     number_attributes,
 )
-from amtp_obs.instrument._stream import AsyncStreamProxy, SyncStreamProxy
+from amtp_obs.instrument._stream import AsyncStreamProxy, StreamTracker, SyncStreamProxy
 from amtp_obs.sdk import LLMCall
+
+log = logging.getLogger("amtp_obs.instrument")
 
 MODULE = "openai.resources.chat.completions.completions"
 HELPER_MODULE = "openai.lib.streaming.chat._completions"
 STREAM_OPTIONS = "stream_options"
 INCLUDE_USAGE = "include_usage"
+EXTRA_BODY = "extra_body"
+RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+"""What the client's ``with_raw_response`` / ``with_streaming_response`` put in ``extra_headers``."""
+USAGE_ONLY_MARKS = ('"choices":[]', '"choices": []')
+"""The usage-only event's empty choices as the API writes them (compact JSON) and as ``json.dumps`` does."""
 
 
 def _content_text(content: Any) -> str | None:
@@ -68,6 +87,13 @@ class OpenAIAccumulator:
                 if isinstance(piece, str) and piece:
                     self.text.setdefault(getattr(choice, "index", 0) or 0, []).append(piece)
 
+    def add_event(self, payload: dict[str, Any]) -> None:
+        """The usage-only event, read as JSON before the client parsed it (see :func:`_intercept_events`)."""
+        if self.model is None:
+            self.model = payload.get("model")
+            self.response_id = payload.get("id")
+        self.usage = payload["usage"]
+
     def apply(self, call: LLMCall) -> None:
         call.set_response(
             model=self.model,
@@ -79,9 +105,14 @@ class OpenAIAccumulator:
         _set_usage(call, self.usage)
 
 
+def _field(obj: Any, name: str) -> Any:
+    """``obj.name``, or ``obj[name]`` for usage read as JSON (None when missing)."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
 def _detail(usage: Any, block: str, name: str) -> int | None:
     """``usage.<block>.<name>`` when the API reported it (older models and compatible servers do not)."""
-    value = getattr(getattr(usage, block, None), name, None)
+    value = _field(_field(usage, block), name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -93,11 +124,11 @@ def _set_usage(call: LLMCall, usage: Any) -> None:
     """
     if usage is None:
         return
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
+    prompt = _field(usage, "prompt_tokens")
+    completion = _field(usage, "completion_tokens")
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return
-    total = getattr(usage, "total_tokens", None)
+    total = _field(usage, "total_tokens")
     call.set_usage(
         prompt,
         completion,
@@ -135,12 +166,24 @@ class OpenAIAdapter:
         """Ask for the usage chunk when streaming and the caller did not set ``stream_options``."""
         if not (info.stream and OPTIONS.include_usage):
             return kwargs
+        headers = kwargs.get("extra_headers")
+        if isinstance(headers, Mapping) and RAW_RESPONSE_HEADER in headers:
+            return kwargs  # a raw response: its body is the caller's to parse, so nothing could be hidden
         if STREAM_OPTIONS in kwargs and type(kwargs[STREAM_OPTIONS]).__name__ not in ("Omit", "NotGiven"):
             return kwargs
         extra_body = kwargs.get("extra_body")
         if isinstance(extra_body, dict) and STREAM_OPTIONS in extra_body:
             return kwargs
+        # Sent as a body field: the same JSON on the wire, without the client's transformation of
+        # its typed parameter (a measurable share of what asking for usage costs the caller).
+        if not given(extra_body):
+            return {**kwargs, EXTRA_BODY: {STREAM_OPTIONS: {INCLUDE_USAGE: True}}}
+        if isinstance(extra_body, dict):
+            return {**kwargs, EXTRA_BODY: {**extra_body, STREAM_OPTIONS: {INCLUDE_USAGE: True}}}
         return {**kwargs, STREAM_OPTIONS: {INCLUDE_USAGE: True}}
+
+    def intercept(self, stream: Any, tracker: StreamTracker, *, is_async: bool) -> None:
+        _intercept_events(stream, tracker, is_async=is_async)
 
     def conceal(self, chunk: Any) -> bool:
         """Undo ``include_usage`` on a chunk: drop the usage-only chunk, unset the added ``usage: null``."""
@@ -182,6 +225,66 @@ class OpenAIAdapter:
 
 
 ADAPTER = OpenAIAdapter()
+
+
+def _usage_only_event(data: str) -> dict[str, Any] | None:
+    """The parsed usage-only event, or None for any other (a substring test first: this sees every event)."""
+    if USAGE_ONLY_MARKS[0] not in data and USAGE_ONLY_MARKS[1] not in data:
+        return None
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return None  # the client raises its own error for it
+    if isinstance(payload, dict) and payload.get("choices") == [] and isinstance(payload.get("usage"), dict):
+        return payload
+    return None
+
+
+def _events_without_usage(events: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
+    accumulator: OpenAIAccumulator = tracker.accumulator  # type: ignore[assignment]
+    for event in events:
+        payload = _usage_only_event(event.data)
+        if payload is None:
+            yield event
+        else:
+            tracker.observe(lambda: accumulator.add_event(payload))  # noqa: B023 - called at once
+
+
+async def _aevents_without_usage(events: AsyncIterator[Any], tracker: StreamTracker) -> AsyncIterator[Any]:
+    accumulator: OpenAIAccumulator = tracker.accumulator  # type: ignore[assignment]
+    async for event in events:
+        payload = _usage_only_event(event.data)
+        if payload is None:
+            yield event
+        else:
+            tracker.observe(lambda: accumulator.add_event(payload))  # noqa: B023 - called at once
+
+
+def _intercept_events(stream: Any, tracker: StreamTracker, *, is_async: bool) -> None:
+    """Filter the usage-only event out of a not-yet-started ``Stream``'s server-sent events.
+
+    The client's ``Stream.__stream__`` reads ``self._iter_events()`` when the caller first asks for
+    a chunk; an instance attribute of that name is found first. It removes itself on that first
+    call, so the started stream's ``__dict__`` is the client's own again. A stream laid out
+    otherwise is left alone (the chunk is then dropped after parsing, by ``conceal``).
+    """
+    try:
+        original = getattr(type(stream), "_iter_events", None)
+        state = vars(stream)
+        if not callable(original) or "_iter_events" in state or not isinstance(tracker.accumulator, OpenAIAccumulator):
+            return
+        ref = weakref.ref(stream)  # no cycle through the instance dict: an unread stream is freed as before
+
+        def iter_events() -> Any:
+            owner = ref()
+            assert owner is not None  # called by the stream's own method
+            vars(owner).pop("_iter_events", None)
+            events = original(owner)
+            return _aevents_without_usage(events, tracker) if is_async else _events_without_usage(events, tracker)
+
+        state["_iter_events"] = iter_events
+    except Exception:  # pragma: no cover - a bug of ours: conceal still hides the chunk
+        log.exception("amtp_obs.instrument: could not filter the stream's events")
 
 
 def _finish_raw_stream(helper: Any) -> None:
