@@ -650,6 +650,90 @@ def run(contestant: str, iterations: int, pairs: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Instructions: the same calls counted by callgrind, which no other load on the machine changes
+# ---------------------------------------------------------------------------------------------
+
+PHASE_MARKER = "os_getppid"
+"""The CPython C function (``os.getppid``) callgrind dumps its counts before: one call opens each phase."""
+PHASES = ("bare", "instrumented", "bare", "instrumented")
+
+
+def instruction_phases(contestant: str, calls: int) -> None:
+    """Run under callgrind: warm up, then ``calls`` bare / instrumented / bare / instrumented calls, each phase
+    opened by the marker (so callgrind's dumps split the counts by phase), and a closing marker."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    install_net_guard()
+    mode = split(contestant)[1]
+    client = make_client()
+    tp, mp, exporter, _reader = make_pipeline()
+    original = _original_create()
+    completions = client.chat.completions
+    kwargs = _create_kwargs(mode)
+
+    def bare() -> Any:
+        return _drain(original(completions, **kwargs), mode != "call")
+
+    fns = {"bare": bare, "instrumented": SETUPS[contestant](client, tp, mp)}
+    for _ in range(30):
+        fns["bare"]()
+        fns["instrumented"]()
+    exporter.clear()
+    gc.collect()
+    for phase in PHASES:
+        fn = fns[phase]
+        os.getppid()  # the marker
+        for _ in range(calls):
+            fn()
+    os.getppid()
+
+
+def count_instructions(python: str, contestant: str, calls: int, timeout: float = 900) -> dict[str, Any]:
+    """Instructions per call, bare and instrumented, of ``contestant`` in a callgrind run of ``instruction_phases``.
+
+    Deterministic for the same code and inputs whatever else the machine does, so two of these can
+    run side by side. The overhead is the mean over the two (bare, instrumented) phase pairs.
+    """
+    with tempfile.TemporaryDirectory(prefix="amtp-callgrind-") as tmp:
+        out = os.path.join(tmp, "cg.out")
+        argv = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--dump-before={PHASE_MARKER}",
+            f"--callgrind-out-file={out}",
+            python,
+            os.path.abspath(__file__),
+            "--contestant",
+            contestant,
+            "--instructions",
+            str(calls),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"callgrind run of {contestant} failed: {done.stderr.strip().splitlines()[-3:]}")
+        dumps = sorted((f for f in os.listdir(tmp) if f.startswith("cg.out.")), key=lambda f: int(f.rsplit(".", 1)[1]))
+        totals = []
+        for name in dumps:
+            with open(os.path.join(tmp, name)) as fh:
+                totals.append(next(int(line.split()[1]) for line in fh if line.startswith("totals:")))
+    # Dump 1 is start-up; then one per phase. More dumps would mean the marker ran elsewhere too.
+    if len(totals) != 1 + len(PHASES):
+        raise RuntimeError(f"{contestant}: expected {1 + len(PHASES)} callgrind dumps, got {len(totals)}")
+    per_call = [t / calls for t in totals[1:]]
+    bare = [v for v, p in zip(per_call, PHASES, strict=True) if p == "bare"]
+    inst = [v for v, p in zip(per_call, PHASES, strict=True) if p == "instrumented"]
+    diffs = [n - b for b, n in zip(bare, inst, strict=True)]
+    return {
+        "contestant": contestant,
+        "calls": calls,
+        "bare_instructions": statistics.fmean(bare),
+        "instrumented_instructions": statistics.fmean(inst),
+        "overhead_instructions": statistics.fmean(diffs),
+        "overhead_instructions_all": diffs,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Import time: a fresh interpreter importing the instrumentation and instrumenting
 # ---------------------------------------------------------------------------------------------
 
@@ -693,9 +777,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", type=int, default=30, help="(bare, instrumented) block pairs")
     ap.add_argument("--import-time", choices=sorted(IMPORTS), help="measure an import instead")
     ap.add_argument("--runs", type=int, default=7, help="fresh interpreters per import probe")
+    ap.add_argument(
+        "--instructions", type=int, metavar="CALLS", help="run the callgrind phases (see count_instructions)"
+    )
+    ap.add_argument("--count-instructions", type=int, metavar="CALLS", help="count a contestant's instructions")
     args = ap.parse_args(argv)
     if args.import_time:
         result = import_time(args.import_time, args.runs)
+    elif args.contestant and args.instructions:
+        instruction_phases(args.contestant, args.instructions)
+        return
+    elif args.contestant and args.count_instructions:
+        result = count_instructions(sys.executable, args.contestant, args.count_instructions)
     elif args.contestant:
         result = run(args.contestant, args.iterations, args.pairs)
     else:

@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,7 @@ class Options:
     bench_python: Path | None
     workdir: Path
     verify: bool = True
+    instructions: bool = True
 
 
 def _fmt(v: float | None) -> str:
@@ -197,7 +200,7 @@ def sdk_label(contestant: str) -> str:
     return prefix + SDK_LABELS[path]
 
 
-SDK_ROUNDS = 3
+SDK_ROUNDS = 5
 """Each contestant's pairs are taken in this many rounds, every contestant once per round, so that
 ours and a competitor (separate processes, compared by their medians) see the same drift of the machine."""
 
@@ -223,6 +226,67 @@ def pool_rounds(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "spans_per_call": max(p["spans_per_call"] for p in parts),
         "blocked_connections": [c for p in parts for c in p["blocked_connections"]],
     }
+
+
+SDK_TARGET_TEXT = f"<= {SDK_RATIO_TARGET}x floor; >= {SDK_COMPETITOR_FACTOR:g}x cheaper than OpenLLMetry, OpenLIT"
+
+
+def _ours_verdict(ratio: float | None, cheaper: dict[str, float]) -> tuple[str, str]:
+    """(target, verdict) of one of our rows: within the ratio of its floor and cheaper enough than each rival."""
+    if ratio is None:
+        return SDK_TARGET_TEXT, "?"
+    ok = ratio <= SDK_RATIO_TARGET and all(f >= SDK_COMPETITOR_FACTOR for f in cheaper.values())
+    return SDK_TARGET_TEXT, f"{ratio:.2f}x " + _verdict(ok)
+
+
+INSTRUCTION_CALLS = 40
+"""Calls per callgrind phase: counts are exact, so a few dozen calls are enough."""
+
+
+def _instruction_rows(opts: Options, python: Path, names: list[str]) -> list[Row]:
+    """The same contestants counted in instructions (callgrind): a figure no neighbour on the machine moves."""
+    label = "instructions/call (callgrind)"
+    if opts.quick or not opts.instructions:
+        return []
+    if shutil.which("valgrind") is None:
+        return [Row("sdk", label, verdict=SKIP, detail="valgrind is not installed")]
+    print(f"  sdk: counting instructions of {len(names)} contestants under callgrind ...", file=sys.stderr, flush=True)
+    # Instruction counts do not depend on load, so two run at once (one per core).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {n: pool.submit(llm_overhead.count_instructions, str(python), n, INSTRUCTION_CALLS) for n in names}
+    results: dict[str, dict[str, Any]] = {}
+    rows: list[Row] = []
+    for name, future in futures.items():
+        try:
+            results[name] = future.result()
+        except Exception as exc:  # one broken contestant must not hide the others
+            rows.append(Row("sdk", f"{label}: {sdk_label(name)}", verdict=ERROR, detail=str(exc)))
+    for name, r in results.items():
+        mode = llm_overhead.split(name)[1]
+        floor_name = "raw" if mode == "call" else f"raw_{mode}"
+        floor = results.get(floor_name)
+        ratio = r["overhead_instructions"] / floor["overhead_instructions"] if floor else None
+        extra = {**r, "ratio_to_floor": ratio}
+        detail = (
+            f"{r['calls']} calls per phase, bare/instrumented/bare/instrumented; pairs "
+            + ", ".join(f"{d / 1000:.0f}k" for d in r["overhead_instructions_all"])
+            + f"; bare client {r['bare_instructions'] / 1e6:.2f}M instructions/call"
+        )
+        row = Row("sdk", f"{label}: {sdk_label(name)}", r["overhead_instructions"] / 1000, "k instr", extra=extra)
+        if name == floor_name:
+            row.target, row.verdict = "(the floor)", "-"
+        elif name.startswith("ours"):
+            rivals = [c for c in llm_overhead.COMPETITORS if llm_overhead.split(c)[1] == mode and c in results]
+            cheaper = {c: results[c]["overhead_instructions"] / r["overhead_instructions"] for c in rivals}
+            extra["competitor_factor"] = cheaper
+            row.target, row.verdict = _ours_verdict(ratio, cheaper)
+            detail = "; ".join(f"{f:.1f}x fewer than {c}" for c, f in cheaper.items()) + "; " + detail
+        else:
+            row.target = "(competitor)"
+            row.verdict = f"{ratio:.2f}x floor" if ratio is not None else "-"
+        row.detail = detail
+        rows.append(row)
+    return rows
 
 
 def bench_sdk(opts: Options) -> list[Row]:
@@ -293,12 +357,7 @@ def bench_sdk(opts: Options) -> list[Row]:
             rivals = [c for c in llm_overhead.COMPETITORS if llm_overhead.split(c)[1] == mode and c in results]
             cheaper = {c: results[c]["overhead_ns"] / r["overhead_ns"] for c in rivals}
             extra["competitor_factor"] = cheaper
-            ok_ratio = ratio is not None and ratio <= SDK_RATIO_TARGET
-            ok_rivals = all(f >= SDK_COMPETITOR_FACTOR for f in cheaper.values())
-            row.target = (
-                f"<= {SDK_RATIO_TARGET}x floor; >= {SDK_COMPETITOR_FACTOR:g}x cheaper than OpenLLMetry, OpenLIT"
-            )
-            row.verdict = (f"{ratio:.2f}x " + _verdict(ok_ratio and ok_rivals)) if ratio is not None else "?"
+            row.target, row.verdict = _ours_verdict(ratio, cheaper)
             if ratio is not None:
                 detail = f"ratio 95% CI {lo_r:.2f}..{hi_r:.2f}x; " + detail
             if cheaper:
@@ -310,6 +369,7 @@ def bench_sdk(opts: Options) -> list[Row]:
             row.verdict = f"{ratio:.2f}x floor" if ratio is not None else "-"
         row.detail = detail
         rows.append(row)
+    rows += _instruction_rows(opts, py_all, [n for n in llm_overhead.CONTESTANTS if n in results])
     rows += _import_rows(opts, py_all)
     # Helper C's bench: llm_call vs raw with no client around them (pure SDK cost).
     try:
@@ -815,6 +875,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of sustained ingest per protocol")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, no .venv-bench install")
     ap.add_argument("--no-verify", action="store_true", help="skip the `amtp-obs up/verify/down` timing")
+    ap.add_argument(
+        "--no-instructions", action="store_true", help="skip the SDK's callgrind instruction counts (~7 minutes)"
+    )
     ap.add_argument("--output", type=Path, default=RESULTS_FILE, help="where the JSON results go")
     ap.add_argument("--enforce", action="store_true", help="exit 1 when any target is missed (not only on errors)")
     args = ap.parse_args(argv)
@@ -833,7 +896,14 @@ def main(argv: list[str] | None = None) -> int:
                 bench_py = ensure_bench_venv(args.quick)
             except subprocess.CalledProcessError as exc:
                 console.print(f"[yellow]could not build .venv-bench ({exc}); competitors skipped[/yellow]")
-        opts = Options(args.quick, args.duration, bench_py, Path(tmp), verify=not args.no_verify)
+        opts = Options(
+            args.quick,
+            args.duration,
+            bench_py,
+            Path(tmp),
+            verify=not args.no_verify,
+            instructions=not args.no_instructions,
+        )
         for name in chosen:
             console.print(f"[bold]running {name}[/bold] ...")
             t0 = time.monotonic()

@@ -13,6 +13,8 @@ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || 
 command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# callgrind counts the SDK benchmark's instructions (a figure no other load on the machine moves).
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 # Headless Chromium for the dashboard's browser tests (AMTP_OBS_NO_BROWSER=1 skips it).
 if [ "${AMTP_OBS_NO_BROWSER:-0}" != 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)

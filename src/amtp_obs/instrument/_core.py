@@ -6,8 +6,8 @@ import functools
 import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -36,12 +36,13 @@ class Options:
 OPTIONS = Options()
 
 
-@dataclass(frozen=True)
-class RequestInfo:
+class RequestInfo(NamedTuple):
+    """What one request asks for (a tuple: built on every call)."""
+
     model: str
     stream: bool
     messages: Any
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any]
 
 
 class Adapter(Protocol):

@@ -43,33 +43,36 @@ class StreamTracker:
     not have received at all, which the proxy then skips.
     """
 
+    __slots__ = ("_add", "_lock", "accumulator", "call", "conceal", "finished", "started")
+
     def __init__(self, call: LLMCall, accumulator: Accumulator, conceal: Callable[[Any], bool] | None = None) -> None:
         self.call = call
         self.accumulator = accumulator
+        self._add = accumulator.add  # bound once: it runs per chunk
         self.conceal = conceal
-        self.items = 0
+        self.started = False
         self.finished = False
         self._lock = threading.Lock()
 
     def observe(self, read: Callable[[], None]) -> None:
         """Count one item and let ``read`` take what the span needs from it (a no-op once finished)."""
         if not self.finished:
-            self.items += 1
             try:  # (inline rather than safely(): this runs once per chunk)
-                if self.items == 1:
+                if not self.started:
+                    self.started = True
                     self.call.set_first_chunk()
                 read()
             except Exception:  # pragma: no cover - a bug of ours must not break the caller's stream
                 log.exception("amtp_obs.instrument: could not read a stream item")
 
     def item(self, item: Any) -> bool:
-        """Read one item; True when the caller must not see it."""
+        """Read one item; True when the caller must not see it. (The hot path: one call per chunk.)"""
         if not self.finished:
-            self.items += 1
-            try:  # (inline rather than safely(): this runs once per chunk)
-                if self.items == 1:
+            try:
+                if not self.started:
+                    self.started = True
                     self.call.set_first_chunk()
-                self.accumulator.add(item)
+                self._add(item)
             except Exception:  # pragma: no cover - a bug of ours must not break the caller's stream
                 log.exception("amtp_obs.instrument: could not read a stream item")
         conceal = self.conceal
@@ -86,8 +89,14 @@ class StreamTracker:
             if self.finished:
                 return
             self.finished = True
-        safely(self.accumulator.apply, self.call)
-        safely(self.call.end, exc=exc)
+        try:  # (inline rather than safely(): once per stream, on the caller's time)
+            self.accumulator.apply(self.call)
+        except Exception:  # pragma: no cover - only reached through a bug in our code or the SDK
+            log.exception("amtp_obs.instrument: could not read the stream's totals")
+        try:
+            self.call.end(exc=exc)
+        except Exception:  # pragma: no cover - only reached through a bug in our code or the SDK
+            log.exception("amtp_obs.instrument: could not end the stream's span")
 
 
 def safely(fn: Any, *args: Any, **kwargs: Any) -> None:

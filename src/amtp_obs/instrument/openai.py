@@ -27,6 +27,7 @@ import json
 import logging
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from amtp_obs import contract
@@ -92,7 +93,7 @@ class OpenAIAccumulator:
         if self.model is None:
             self.model = payload.get("model")
             self.response_id = payload.get("id")
-        self.usage = payload["usage"]
+        self.usage = _as_attributes(payload["usage"])
 
     def apply(self, call: LLMCall) -> None:
         call.set_response(
@@ -105,14 +106,16 @@ class OpenAIAccumulator:
         _set_usage(call, self.usage)
 
 
-def _field(obj: Any, name: str) -> Any:
-    """``obj.name``, or ``obj[name]`` for usage read as JSON (None when missing)."""
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+def _as_attributes(value: Any) -> Any:
+    """JSON objects as attribute namespaces (recursively), so usage read as JSON reads like the client's models."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**{k: _as_attributes(v) for k, v in value.items()})
+    return value
 
 
 def _detail(usage: Any, block: str, name: str) -> int | None:
     """``usage.<block>.<name>`` when the API reported it (older models and compatible servers do not)."""
-    value = _field(_field(usage, block), name)
+    value = getattr(getattr(usage, block, None), name, None)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -124,11 +127,11 @@ def _set_usage(call: LLMCall, usage: Any) -> None:
     """
     if usage is None:
         return
-    prompt = _field(usage, "prompt_tokens")
-    completion = _field(usage, "completion_tokens")
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return
-    total = _field(usage, "total_tokens")
+    total = getattr(usage, "total_tokens", None)
     call.set_usage(
         prompt,
         completion,

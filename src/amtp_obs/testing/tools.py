@@ -26,6 +26,7 @@ REQUIRED_TOOLS: Final[tuple[str, ...]] = (
     "actionlint",
     "check-jsonschema",
     "yamllint",
+    "valgrind",
 )
 """Every external program a test runs (scripts/setup.sh installs them; the pip ones come with ``.[dev]``)."""
 
