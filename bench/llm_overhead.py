@@ -217,6 +217,12 @@ def split(contestant: str) -> tuple[str, str]:
     return contestant, "call"
 
 
+def floor_of(contestant: str) -> str:
+    """The raw-OTel floor a contestant is compared with: the one called the same way."""
+    mode = split(contestant)[1]
+    return "raw" if mode == "call" else f"raw_{mode}"
+
+
 def _create_kwargs(mode: str = "call") -> dict[str, Any]:
     """What the caller passes to ``create`` in ``mode``."""
     kwargs: dict[str, Any] = {"model": MODEL, "messages": MESSAGES}

@@ -239,6 +239,23 @@ def _ours_verdict(ratio: float | None, cheaper: dict[str, float]) -> tuple[str, 
     return SDK_TARGET_TEXT, f"{ratio:.2f}x " + _verdict(ok)
 
 
+def _judge(row: Row, name: str, ratio: float | None, results: dict[str, dict[str, Any]], key: str) -> dict[str, float]:
+    """Target and verdict of an SDK row by its role (floor, ours, competitor); ours' factors over each rival."""
+    path, mode = llm_overhead.split(name)
+    if path == "raw":
+        row.target, row.verdict = "(the floor)", "-"
+        return {}
+    if path.startswith("ours"):
+        rivals = [c for c in llm_overhead.COMPETITORS if llm_overhead.split(c)[1] == mode and c in results]
+        cheaper = {c: results[c][key] / results[name][key] for c in rivals}
+        row.extra["competitor_factor"] = cheaper
+        row.target, row.verdict = _ours_verdict(ratio, cheaper)
+        return cheaper
+    row.target = "(competitor)"
+    row.verdict = f"{ratio:.2f}x floor" if ratio is not None else "-"
+    return {}
+
+
 INSTRUCTION_CALLS = 40
 """Calls per callgrind phase: counts are exact, so a few dozen calls are enough."""
 
@@ -262,9 +279,7 @@ def _instruction_rows(opts: Options, python: Path, names: list[str]) -> list[Row
         except Exception as exc:  # one broken contestant must not hide the others
             rows.append(Row("sdk", f"{label}: {sdk_label(name)}", verdict=ERROR, detail=str(exc)))
     for name, r in results.items():
-        mode = llm_overhead.split(name)[1]
-        floor_name = "raw" if mode == "call" else f"raw_{mode}"
-        floor = results.get(floor_name)
+        floor = results.get(llm_overhead.floor_of(name))
         ratio = r["overhead_instructions"] / floor["overhead_instructions"] if floor else None
         extra = {**r, "ratio_to_floor": ratio}
         detail = (
@@ -273,17 +288,9 @@ def _instruction_rows(opts: Options, python: Path, names: list[str]) -> list[Row
             + f"; bare client {r['bare_instructions'] / 1e6:.2f}M instructions/call"
         )
         row = Row("sdk", f"{label}: {sdk_label(name)}", r["overhead_instructions"] / 1000, "k instr", extra=extra)
-        if name == floor_name:
-            row.target, row.verdict = "(the floor)", "-"
-        elif name.startswith("ours"):
-            rivals = [c for c in llm_overhead.COMPETITORS if llm_overhead.split(c)[1] == mode and c in results]
-            cheaper = {c: results[c]["overhead_instructions"] / r["overhead_instructions"] for c in rivals}
-            extra["competitor_factor"] = cheaper
-            row.target, row.verdict = _ours_verdict(ratio, cheaper)
+        cheaper = _judge(row, name, ratio, results, "overhead_instructions")
+        if cheaper:
             detail = "; ".join(f"{f:.1f}x fewer than {c}" for c, f in cheaper.items()) + "; " + detail
-        else:
-            row.target = "(competitor)"
-            row.verdict = f"{ratio:.2f}x floor" if ratio is not None else "-"
         row.detail = detail
         rows.append(row)
     return rows
@@ -336,9 +343,7 @@ def bench_sdk(opts: Options) -> list[Row]:
         if r is None:
             rows.append(Row("sdk", label, verdict=ERROR if "error" in errors[name] else SKIP, detail=errors[name]))
             continue
-        mode = llm_overhead.split(name)[1]
-        floor_name = "raw" if mode == "call" else f"raw_{mode}"
-        floor = results.get(floor_name)
+        floor = results.get(llm_overhead.floor_of(name))
         ratio = r["overhead_ns"] / floor["overhead_ns"] if floor else None
         lo_r, hi_r = llm_overhead.ratio_ci(r["overhead_ns_all"], floor["overhead_ns_all"]) if floor else (None, None)
         lo, hi = r["overhead_ci95"]
@@ -351,22 +356,14 @@ def bench_sdk(opts: Options) -> list[Row]:
         )
         extra = {**r, "ratio_to_floor": ratio, "ratio_ci95": [lo_r, hi_r]}
         row = Row("sdk", label, r["overhead_ns"] / 1000, "us", extra=extra)
-        if name == floor_name:
-            row.target, row.verdict = "(the floor)", "-"
-        elif name.startswith("ours"):
-            rivals = [c for c in llm_overhead.COMPETITORS if llm_overhead.split(c)[1] == mode and c in results]
-            cheaper = {c: results[c]["overhead_ns"] / r["overhead_ns"] for c in rivals}
-            extra["competitor_factor"] = cheaper
-            row.target, row.verdict = _ours_verdict(ratio, cheaper)
+        cheaper = _judge(row, name, ratio, results, "overhead_ns")
+        if name.startswith("ours"):
             if ratio is not None:
                 detail = f"ratio 95% CI {lo_r:.2f}..{hi_r:.2f}x; " + detail
             if cheaper:
                 detail = "; ".join(f"{f:.1f}x cheaper than {c}" for c, f in cheaper.items()) + "; " + detail
             else:
                 detail += "; competitors not measured"
-        else:
-            row.target = "(competitor)"
-            row.verdict = f"{ratio:.2f}x floor" if ratio is not None else "-"
         row.detail = detail
         rows.append(row)
     rows += _instruction_rows(opts, py_all, [n for n in llm_overhead.CONTESTANTS if n in results])

@@ -35,8 +35,8 @@ def test_every_mode_has_a_floor_and_a_mode() -> None:
     for name in llm_overhead.CONTESTANTS:
         path, mode = llm_overhead.split(name)
         assert mode in llm_overhead.MODES and path in llm_overhead.PATHS
-        floor = "raw" if mode == "call" else f"raw_{mode}"
-        assert floor in llm_overhead.CONTESTANTS
+        floor = llm_overhead.floor_of(name)
+        assert floor in llm_overhead.CONTESTANTS and llm_overhead.split(floor) == ("raw", mode)
     assert llm_overhead.split("ours_auto_stream_usage") == ("ours_auto", "stream_usage")
     assert llm_overhead._create_kwargs("stream_usage")["stream_options"] == {"include_usage": True}
     assert "stream_options" not in llm_overhead._create_kwargs("stream")

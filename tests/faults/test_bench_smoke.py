@@ -95,7 +95,7 @@ def test_sdk_rows_agree_with_their_measurements(
 ) -> None:
     _, doc = quick_run
     floors = {
-        mode: _rows(doc, "sdk", run.sdk_label("raw" if mode == "call" else f"raw_{mode}"))[0]["extra"]
+        mode: _rows(doc, "sdk", run.sdk_label(run.llm_overhead.floor_of(f"raw_{mode}")))[0]["extra"]
         for mode in run.llm_overhead.MODES
     }
     assert all(floor["ratio_to_floor"] == 1.0 for floor in floors.values())
