@@ -1,11 +1,17 @@
 """Acceptance (issue 9): token totals stay exact under process churn, right away and after staleness.
 
-The workload is what a fleet of agents does: many short-lived processes that export once and exit,
-a process restarted with the same instance id (a counter reset), two replicas of one service, and a
-collector killed with -9 and restarted while a long-lived agent keeps working. A ledger keeps every
-call's usage. The dashboard's stats and bar gauges and ``amtp-obs usage`` must equal the ledger to
-the token, first as soon as the rules have read the data, then again after every raw series has
-gone stale (the collector's ``metric_expiration: 5m`` as configured, no shortcut).
+It starts from a used state, not a clean slate: first a history service's short-lived processes
+export and exit while another history agent keeps working, and the whole embedded stack is
+restarted twice on the same state directory (``amtp-obs down`` / ``up``), so Prometheus' TSDB, the
+accounting rules' output and the trace store's WAL and blocks carry history across restarts, and
+the working agent's series is seen before each restart and again after it. Then the churn workload
+is what a fleet of agents does: many short-lived processes that export once and exit, a process
+restarted with the same instance id (a counter reset), two replicas of one service, and a collector
+killed with -9 and restarted while a long-lived agent keeps working. One ledger keeps every call's
+usage, history and churn. The dashboard's stats and bar gauges and ``amtp-obs usage``, over a range
+that includes the history, must equal the whole ledger to the token, first as soon as the rules
+have read the data, then again after every raw series has gone stale (the collector's
+``metric_expiration: 5m`` as configured, no shortcut).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,8 +36,10 @@ import pytest
 
 from amtp_obs import contract, env
 from amtp_obs.accounting import rules
+from amtp_obs.collector.prometheus_naming import normalize_label
 from amtp_obs.durations import parse_duration
 from amtp_obs.net import free_ports
+from amtp_obs.pricing import rules as pricing
 from amtp_obs.project import COLLECTOR_CONFIG, SERVICE_COLLECTOR, Project
 from amtp_obs.stack.planning import ServicePlan
 from amtp_obs.stack.state import Layout, records, stop_record
@@ -43,11 +52,15 @@ REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "amtp_obs.cli"]
 PORT_VARIABLES = tuple(Project(REPO, {}).port_variables())
 RUN = secrets.token_hex(3)
+HISTORY = f"churn-history-{RUN}"
+HISTORY_LIVE = f"churn-history-live-{RUN}"
 SHORT = f"churn-short-{RUN}"
 RESTARTED = f"churn-restart-{RUN}"
 REPLICAS = f"churn-replicas-{RUN}"
 LONG = f"churn-long-{RUN}"
-SERVICES = (SHORT, RESTARTED, REPLICAS, LONG)
+SERVICES = (HISTORY, HISTORY_LIVE, SHORT, RESTARTED, REPLICAS, LONG)
+INSTANCE_LABEL = normalize_label("service.instance.id")
+"""One process, one instance id (the SDK's default is a fresh uuid)."""
 CLASSES = tuple(c.instrument for c in contract.ALL_TOKEN_COUNTERS)
 STATS = (
     ("Total Tokens", "total_tokens"),
@@ -63,6 +76,8 @@ AGENT = textwrap.dedent(
     from amtp_obs.sdk import configure, llm_call, shutdown
     service, calls, pause, attrs = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
     configure(service, metric_export_interval_ms=2000, resource_attributes=attrs or None)
+    if calls is None:  # one call per line on stdin, until it closes
+        calls = (json.loads(line) for line in sys.stdin)
     for model, usage in calls:
         with llm_call("openai", model) as call:
             call.set_usage(**usage)
@@ -112,10 +127,14 @@ class Stack:
     def url(self, variable: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[variable]}{path}"
 
-    def agent(self, service: str, calls: list[tuple[str, dict[str, int]]], pause: float = 0.0, **attrs: str) -> Any:
+    def agent(
+        self, service: str, calls: list[tuple[str, dict[str, int]]] | None, pause: float = 0.0, **attrs: str
+    ) -> Any:
+        """An agent process making ``calls``; with None, one call per line written to its stdin."""
         return subprocess.Popen(
             [sys.executable, "-c", AGENT, service, json.dumps(calls), str(pause), json.dumps(attrs)],
             env=self.environ,
+            stdin=subprocess.PIPE if calls is None else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -125,6 +144,47 @@ class Stack:
         r = httpx.get(self.url(env.OBS_PROMETHEUS_PORT, "/api/v1/query"), params={"query": expr}, timeout=10)
         r.raise_for_status()
         return list(r.json()["data"]["result"])
+
+    def restart(self) -> None:
+        """``amtp-obs down`` then ``up`` on the same state directory: the whole stack, history kept."""
+        res = self.cli("down", "--state-dir", str(self.state))
+        assert res.returncode == 0, res.stdout + res.stderr
+        res = self.cli("up", "--state-dir", str(self.state))
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+class LiveAgent:
+    """An agent process that keeps working (one call every ``pause`` s) until :meth:`finish`.
+
+    It counts the calls it has made; :meth:`finish` lets it export its last values and exit, then
+    writes them into the ledger.
+    """
+
+    def __init__(self, st: Stack, service: str, call: tuple[str, dict[str, int]], pause: float) -> None:
+        self.service, self.call, self.pause = service, call, pause
+        self.proc = st.agent(service, None)
+        self.made = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self.proc.stdin.write(json.dumps(self.call) + "\n")
+            self.proc.stdin.flush()
+            if self.proc.stdout.readline().strip() != "done":
+                return
+            self.made += 1
+            self._stop.wait(self.pause)
+
+    def finish(self, ledger: Ledger) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        _out, errs = self.proc.communicate(timeout=60)  # closes stdin: the agent shuts down
+        assert self.proc.returncode == 0, errs
+        assert self.made > 0
+        for _ in range(self.made):
+            ledger.add(self.service, self.call[1])
 
 
 @pytest.fixture(scope="module")
@@ -181,11 +241,11 @@ def dashboard(st: Stack, service: str | None = None) -> dict[str, list[tuple[str
     return {p["title"]: [(s["name"], s["value"]) for s in p.get("stats") or []] for p in r.json()["panels"]}
 
 
-def mismatches(st: Stack, ledger: Ledger) -> list[str]:
+def mismatches(st: Stack, ledger: Ledger, services: tuple[str, ...] = SERVICES) -> list[str]:
     """Every place the project shows a total, compared with the ledger; empty when all agree."""
     bad: list[str] = []
     report = usage_report(st, "service")
-    for service in SERVICES:
+    for service in services:
         got = report.get(service, {})
         for cls in CLASSES:
             want = ledger.tokens[service][cls]
@@ -193,12 +253,12 @@ def mismatches(st: Stack, ledger: Ledger) -> list[str]:
                 bad.append(f"usage {service} {cls}: {got.get(cls)} != {want}")
     panels = dashboard(st)
     by_service = dict(panels["Tokens by Service"])
-    for service in SERVICES:
+    for service in services:
         if by_service.get(service) != ledger.tokens[service]["total_tokens"]:
             bad.append(
                 f"Tokens by Service {service}: {by_service.get(service)} != {ledger.tokens[service]['total_tokens']}"
             )
-    for service in SERVICES:
+    for service in services:
         one = dashboard(st, service)
         for title, cls in (
             ("Total Tokens", "total_tokens"),
@@ -212,7 +272,9 @@ def mismatches(st: Stack, ledger: Ledger) -> list[str]:
 
 
 def scraped_processes(st: Stack, service: str) -> int:
-    res = st.promql(f'count({contract.TOTAL_TOKENS.prometheus_name}{{service_name="{service}"}})')
+    """How many of the service's processes Prometheus has scraped (in the last hour, stale or not)."""
+    seen = f'last_over_time({contract.TOTAL_TOKENS.prometheus_name}{{service_name="{service}"}}[1h])'
+    res = st.promql(f"count(count by ({INSTANCE_LABEL}) ({seen}))")
     return int(float(res[0]["value"][1])) if res else 0
 
 
@@ -222,8 +284,39 @@ def live_series(st: Stack) -> int:
     return int(float(res[0]["value"][1])) if res else 0
 
 
+def last_scraped(st: Stack, service: str) -> float:
+    """When Prometheus last scraped a sample of the service's raw series (0 when it has none)."""
+    res = st.promql(f'max(timestamp({contract.TOTAL_TOKENS.prometheus_name}{{service_name="{service}"}}))')
+    return float(res[0]["value"][1]) if res else 0.0
+
+
+def make_history(st: Stack, ledger: Ledger) -> None:
+    """The used state: a history service's short-lived processes, and another history agent
+    working across two restarts of the whole stack on the same state directory."""
+    live = LiveAgent(st, HISTORY_LIVE, ("gpt-4o", usage(200, 80, cache_read=50, reasoning=20)), pause=1.0)
+    processes = 0
+    for restart in range(2):
+        for i in range(3 - restart):
+            run_to_end(st, ledger, HISTORY, [("gpt-4o-mini", usage(60 + i, 25)), ("gpt-4o", usage(90, 30 + i))])
+            processes += 1
+        # The collector holds a finished process's last export until Prometheus scrapes it (a stop
+        # before that loses it, docs/accounting.md); `down` lets the rules count what was scraped.
+        assert eventually(lambda n=processes: scraped_processes(st, HISTORY) == n, 30.0)
+        assert last_scraped(st, HISTORY_LIVE) > 0, "the working history agent's series was never scraped"
+        st.restart()
+        back = time.time()
+        # History survives the restart to the token, and the working agent's series is scraped again.
+        assert not mismatches(st, ledger, (HISTORY,)), mismatches(st, ledger, (HISTORY,))
+        assert eventually(lambda back=back: last_scraped(st, HISTORY_LIVE) > back, 30.0)
+    assert live.proc.poll() is None, "the working history agent must have lived through both restarts"
+    live.finish(ledger)
+
+
 def test_totals_are_exact_under_churn_and_after_staleness(stack: Stack) -> None:
     ledger = Ledger()
+    started = time.monotonic()
+    make_history(stack, ledger)
+    history_s = time.monotonic() - started
     # A long-lived agent working across a collector kill -9 and restart.
     long_calls = [("gpt-4o", usage(300, 120, cache_read=100, reasoning=40)) for _ in range(40)]
     long_agent = stack.agent(LONG, long_calls, pause=1.0)
@@ -264,7 +357,7 @@ def test_totals_are_exact_under_churn_and_after_staleness(stack: Stack) -> None:
     )
     live_before = live_series(stack)
     # One series per process still in the collector: 5 short ones after its restart, 2 replicas,
-    # the long agent and the restarted pair's one shared series.
+    # the long agent and the restarted pair's one shared series (the history went with the kill).
     assert live_before >= 5 + 2 + 1 + 1, live_before
 
     # Wait for staleness as configured: the collector drops a series metric_expiration after its
@@ -280,4 +373,10 @@ def test_totals_are_exact_under_churn_and_after_staleness(stack: Stack) -> None:
     assert not naive
     total = rules.total_expr(contract.TOTAL_TOKENS, selector=f'{{service_name=~"churn-.*-{RUN}"}}', range_="1h")
     assert float(stack.promql(total)[0]["value"][1]) == ledger.total("total_tokens")
-    print(f"churn: ledger { ({c: ledger.total(c) for c in CLASSES}) }; live series {live_before} -> 0 after staleness")
+    # What the pricing rules priced a step later is the same ledger (input + cache + output classes).
+    billable = f'sum(sum_over_time({pricing.BILLABLE}{{service_name=~"churn-.*-{RUN}"}}[1h]))'
+    assert float(stack.promql(billable)[0]["value"][1]) == ledger.total("total_tokens")
+    print(
+        f"churn: ledger { ({c: ledger.total(c) for c in CLASSES}) }; live series {live_before} -> 0 after staleness;"
+        f" history and two restarts took {history_s:.0f} s"
+    )

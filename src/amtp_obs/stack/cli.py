@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from amtp_obs import env
 from amtp_obs.console import make_console
-from amtp_obs.project import COMPOSE_FILE, Project, ProjectError
+from amtp_obs.project import COMPOSE_FILE, SERVICE_PROMETHEUS, Project, ProjectError
 from amtp_obs.stack.addresses import PortInUseError
 from amtp_obs.stack.planning import ServicePlan, StackError, StackPlan, plan
 from amtp_obs.stack.state import Layout, records, state_dir
@@ -89,6 +90,17 @@ def _load_stack(layout: Layout) -> list[dict[str, Any]]:
         return list(json.loads(layout.stack_file.read_text())["services"])
     except (OSError, ValueError, KeyError, TypeError):
         return []
+
+
+def _drain(services: list[dict[str, Any]]) -> Callable[[], str] | None:
+    """What runs before Prometheus stops: its rules count what it scraped last (docs/accounting.md)."""
+    from amtp_obs.accounting.drain import wait_until_counted
+
+    for s in services:
+        urls = [str(u) for what, u in s["urls"] if what == "Prometheus"] if s["name"] == SERVICE_PROMETHEUS else []
+        if urls:
+            return lambda: wait_until_counted(urls[0])
+    return None
 
 
 def _url_table(services: list[dict[str, Any]]) -> Table:
@@ -183,7 +195,7 @@ def _wait_foreground(layout: Layout, procs: dict[str, subprocess.Popen[bytes]], 
                 break
         if reason:
             console.print(f"received {reason[0]}: stopping")
-        for svc, what in stop_all(layout, order).items():
+        for svc, what in stop_all(layout, order, drain=_drain(_load_stack(layout))).items():
             console.print(f"  {svc}: {what}")
         for p in procs.values():
             p.poll()
@@ -257,10 +269,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def down(state: StateDirOpt = None) -> None:
-        """Stop exactly what `amtp-obs up` started (SIGTERM, then SIGKILL after a timeout)."""
+        """Stop exactly what `amtp-obs up` started (SIGTERM, then SIGKILL after a timeout).
+
+        Prometheus stops last, once its accounting and pricing rules have counted what it scraped.
+        """
         layout = Layout(state_dir(state))
-        order = [s["name"] for s in _load_stack(layout)]
-        result = stop_all(layout, order)
+        services = _load_stack(layout)
+        result = stop_all(layout, [s["name"] for s in services], drain=_drain(services))
         if not result:
             console.print(f"nothing to stop (state dir {layout.root})")
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -88,15 +88,29 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def stop_all(layout: Layout, order: Iterable[str] | None = None, timeout: float = STOP_TIMEOUT_S) -> dict[str, str]:
-    """Stop recorded services (reverse start order when known) and forget them."""
+def stop_all(
+    layout: Layout,
+    order: Iterable[str] | None = None,
+    timeout: float = STOP_TIMEOUT_S,
+    *,
+    drain: Callable[[], str] | None = None,
+) -> dict[str, str]:
+    """Stop recorded services (reverse start order when known) and forget them.
+
+    With ``drain``, Prometheus goes last: every other service is stopped first (nothing new reaches
+    Prometheus), then, if Prometheus is still running, ``drain()`` lets its rules catch up (what it
+    says is reported under ``accounting``), then Prometheus is stopped (docs/accounting.md).
+    """
     recs = {r.service: r for r in records(layout)}
     names = [n for n in (order or []) if n in recs] or sorted(recs, key=lambda n: recs[n].started_at)
+    stopping = [*reversed(names), *(set(recs) - set(names))]
+    if drain is not None and SERVICE_PROMETHEUS in stopping:
+        stopping.remove(SERVICE_PROMETHEUS)
+        stopping.append(SERVICE_PROMETHEUS)
     result: dict[str, str] = {}
-    for name in reversed(names):
-        result[name] = stop_record(recs[name], timeout)
-        layout.pid_file(name).unlink(missing_ok=True)
-    for name in set(recs) - set(names):
+    for name in stopping:
+        if name == SERVICE_PROMETHEUS and drain is not None and recs[name].matches():
+            result["accounting"] = drain()
         result[name] = stop_record(recs[name], timeout)
         layout.pid_file(name).unlink(missing_ok=True)
     return result
