@@ -566,15 +566,14 @@ def ratio_ci(num: list[float], den: list[float]) -> tuple[float, float]:
     return out[int(0.025 * len(out))], out[int(0.975 * len(out)) - 1]
 
 
-def run(contestant: str, iterations: int, pairs: int) -> dict[str, Any]:
+def _contestant(contestant: str) -> tuple[Callable[[], Any], Callable[[], Any], Any, Any]:
+    """(bare call, instrumented call, span exporter, metric reader) of one contestant, in this process."""
     if contestant not in SETUPS:
         raise SystemExit(f"unknown contestant {contestant!r}; choose from {', '.join(CONTESTANTS)}")
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     install_net_guard()
-
     mode = split(contestant)[1]
-    stream = mode != "call"
     client = make_client()
     tp, mp, exporter, reader = make_pipeline()
     original = _original_create()  # kept before anything patches the class
@@ -582,9 +581,15 @@ def run(contestant: str, iterations: int, pairs: int) -> dict[str, Any]:
     kwargs = _create_kwargs(mode)
 
     def bare() -> Any:
-        return _drain(original(completions, **kwargs), stream)
+        return _drain(original(completions, **kwargs), mode != "call")
 
-    instrumented = SETUPS[contestant](client, tp, mp)
+    return bare, SETUPS[contestant](client, tp, mp), exporter, reader
+
+
+def run(contestant: str, iterations: int, pairs: int) -> dict[str, Any]:
+    mode = split(contestant)[1]
+    stream = mode != "call"
+    bare, instrumented, exporter, reader = _contestant(contestant)
 
     # One checked call: the bare path records nothing, the instrumented one records its span(s).
     exporter.clear()
@@ -667,20 +672,8 @@ PHASES = ("bare", "instrumented", "bare", "instrumented")
 def instruction_phases(contestant: str, calls: int) -> None:
     """Run under callgrind: warm up, then ``calls`` bare / instrumented / bare / instrumented calls, each phase
     opened by the marker (so callgrind's dumps split the counts by phase), and a closing marker."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    install_net_guard()
-    mode = split(contestant)[1]
-    client = make_client()
-    tp, mp, exporter, _reader = make_pipeline()
-    original = _original_create()
-    completions = client.chat.completions
-    kwargs = _create_kwargs(mode)
-
-    def bare() -> Any:
-        return _drain(original(completions, **kwargs), mode != "call")
-
-    fns = {"bare": bare, "instrumented": SETUPS[contestant](client, tp, mp)}
+    bare, instrumented, exporter, _reader = _contestant(contestant)
+    fns = {"bare": bare, "instrumented": instrumented}
     for _ in range(30):
         fns["bare"]()
         fns["instrumented"]()

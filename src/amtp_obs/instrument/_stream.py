@@ -54,27 +54,20 @@ class StreamTracker:
         self.finished = False
         self._lock = threading.Lock()
 
-    def observe(self, read: Callable[[], None]) -> None:
-        """Count one item and let ``read`` take what the span needs from it (a no-op once finished)."""
+    def observe(self, read: Callable[[Any], None], value: Any) -> None:
+        """Count one item and let ``read(value)`` take what the span needs from it (a no-op once finished)."""
         if not self.finished:
             try:  # (inline rather than safely(): this runs once per chunk)
                 if not self.started:
                     self.started = True
                     self.call.set_first_chunk()
-                read()
+                read(value)
             except Exception:  # pragma: no cover - a bug of ours must not break the caller's stream
                 log.exception("amtp_obs.instrument: could not read a stream item")
 
     def item(self, item: Any) -> bool:
         """Read one item; True when the caller must not see it. (The hot path: one call per chunk.)"""
-        if not self.finished:
-            try:
-                if not self.started:
-                    self.started = True
-                    self.call.set_first_chunk()
-                self._add(item)
-            except Exception:  # pragma: no cover - a bug of ours must not break the caller's stream
-                log.exception("amtp_obs.instrument: could not read a stream item")
+        self.observe(self._add, item)
         conceal = self.conceal
         if conceal is None:
             return False

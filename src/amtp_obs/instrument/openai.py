@@ -250,7 +250,7 @@ def _events_without_usage(events: Iterator[Any], tracker: StreamTracker) -> Iter
         if payload is None:
             yield event
         else:
-            tracker.observe(lambda: accumulator.add_event(payload))  # noqa: B023 - called at once
+            tracker.observe(accumulator.add_event, payload)
 
 
 async def _aevents_without_usage(events: AsyncIterator[Any], tracker: StreamTracker) -> AsyncIterator[Any]:
@@ -260,7 +260,7 @@ async def _aevents_without_usage(events: AsyncIterator[Any], tracker: StreamTrac
         if payload is None:
             yield event
         else:
-            tracker.observe(lambda: accumulator.add_event(payload))  # noqa: B023 - called at once
+            tracker.observe(accumulator.add_event, payload)
 
 
 def _intercept_events(stream: Any, tracker: StreamTracker, *, is_async: bool) -> None:
