@@ -10,7 +10,7 @@ setup:
 
 run: setup
 	$(BIN)/amtp-obs up
-	$(BIN)/amtp-obs demo --duration 10
+	$(BIN)/amtp-obs demo --calls 6 --duration 15
 	$(BIN)/amtp-obs verify
 	@$(BIN)/amtp-obs status --urls
 	@echo "==> the stack keeps running: logs in .amtp-obs/logs/, stop it with 'make down' (docs/embedded.md)"

@@ -40,6 +40,12 @@ SERVICES: dict[str, dict[str, Any]] = {
 }
 """Demo service name -> how its calls are made."""
 
+EXPORT_EVERY_SECOND = {env.OTEL_METRIC_EXPORT_INTERVAL: "1000", env.OTEL_BSP_SCHEDULE_DELAY: "1000"}
+"""Workers export counters and spans every second (SDK defaults: 60 s and 5 s). A latency
+histogram has no rate until one series rises between two span-metrics pushes (Tempo 2.4.1 writes
+no zero sample for a new histogram series, unlike a counter), so spans must reach the store about
+when the call ends, not batched with the next call's five seconds later."""
+
 IN_PROCESS_PROVIDER = "amtp-local"
 """``llm.provider`` of the router's in-process model (not a vendor)."""
 
@@ -292,7 +298,7 @@ def run_demo(project: Project, *, calls: int, console: Console, duration: float 
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env={**os.environ, env.OTEL_METRIC_EXPORT_INTERVAL: "1000"},
+                env={**os.environ, **EXPORT_EVERY_SECOND},
             )
             for service in SERVICES
         }

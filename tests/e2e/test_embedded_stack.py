@@ -253,8 +253,13 @@ def sdk_export(stack: Stack) -> SdkExport:
 
 @pytest.fixture(scope="module")
 def demo(stack: Stack) -> subprocess.CompletedProcess[str]:
-    """The demo workload: calls at 0, 3, 6 and 9 s (the last one fails on purpose)."""
-    res = stack.cli("demo", "--calls", "4", "--duration", "9", timeout=120)
+    """The demo workload: calls at 0, 3, 6, 9, 12 and 15 s (the last one fails on purpose).
+
+    Each service alternates two models, so the first model's calls at 0, 6 and 12 s put one span
+    series' latency into three generator pushes 5 s apart: the P95 panel's histogram rate needs a
+    series that rises between two pushes (a new histogram series gets no zero sample in Tempo 2.4.1).
+    """
+    res = stack.cli("demo", "--calls", "6", "--duration", "15", timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     return res
 
@@ -273,7 +278,7 @@ def test_grpc_export_from_the_plain_sdk_reaches_tempo(stack: Stack, sdk_export: 
 def test_demo_workload_runs_against_the_stack(stack: Stack, demo: subprocess.CompletedProcess[str]) -> None:
     assert "deliberate errors" in demo.stdout
 
-    # Calls at 0, 3, 6 and 9 s (the last one fails on purpose, so tokens stop at 6 s), exported every
+    # Calls at 0, 3, ..., 15 s (the last one fails on purpose, so tokens stop at 12 s), exported every
     # second and scraped every 5 s: the first scrape that sees a series comes before its last rise, so
     # the Token Rate panel's rate() has two different samples for every service. The window reaches
     # back over the whole module run: the demo may have run well before this test (any test order).
