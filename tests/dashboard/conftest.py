@@ -7,13 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 from dash_helpers import (
-    Prom,
     RecordingApp,
     ServerThread,
     alert_rules,
     make_settings,
     remote_write,
-    run_prometheus,
     run_trace_store,
     seed_trace,
     synthetic_series,
@@ -21,6 +19,7 @@ from dash_helpers import (
 
 from amtp_obs.dashboard import create_app
 from amtp_obs.tempo import TempoApp
+from amtp_obs.testing.prometheus import Prom, run_prometheus
 
 
 @pytest.fixture(scope="session")

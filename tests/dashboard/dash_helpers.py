@@ -9,18 +9,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cramjam
 import grpc
 import httpx
-import pytest
 import uvicorn
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -36,10 +33,7 @@ from amtp_obs.otlp import to_key_values
 from amtp_obs.project import ALERTING_FILE, TEMPO_CONFIG, Project
 from amtp_obs.tempo import TempoApp, TempoThread
 from amtp_obs.tempo.app import TRACE_SERVICE
-from amtp_obs.testing import tools
-from amtp_obs.tools import find_tool
 
-PROMETHEUS = find_tool("prometheus")
 REPO = Path(__file__).resolve().parents[2]
 
 SERVICES = ("agent-alpha", "agent-beta")
@@ -167,12 +161,6 @@ def synthetic_series(now_ms: int) -> list[tuple[dict[str, str], list[tuple[int, 
     return out
 
 
-@dataclass
-class Prom:
-    url: str
-    proc: subprocess.Popen[bytes]
-
-
 def alert_rules(work: Path) -> Path:
     """alerting.yaml's rules, translated, evaluated every second and firing without delay."""
     doc = yaml.safe_load((REPO / ALERTING_FILE).read_text())
@@ -193,51 +181,6 @@ def alert_rules(work: Path) -> Path:
 def alert_titles() -> list[str]:
     doc = yaml.safe_load((REPO / ALERTING_FILE).read_text())
     return [r["title"] for g in doc["groups"] for r in g["rules"]]
-
-
-@contextlib.contextmanager
-def run_prometheus(work: Path, rule_files: list[Path] | None = None) -> Iterator[Prom]:
-    """The real Prometheus binary on a free loopback port, accepting remote write."""
-    tools.gate(["prometheus"])
-    assert PROMETHEUS is not None
-    work.mkdir(parents=True, exist_ok=True)
-    config = {"global": {"scrape_interval": "15s", "evaluation_interval": "15s"}}
-    if rule_files:
-        config["rule_files"] = [str(f) for f in rule_files]  # type: ignore[assignment]
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (work / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-remote-write-receiver",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("Prometheus is not ready: " + (work / "prometheus.log").read_text()[-2000:])
-            time.sleep(0.1)
-        yield Prom(url, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 # -- the embedded trace store, holding one known LLM trace ----------------------------------------

@@ -23,7 +23,6 @@ from dash_helpers import (
     SERVICES,
     STEP_S,
     TRACE_ID,
-    Prom,
     ServerThread,
     final_tokens,
     free_port,
@@ -35,6 +34,7 @@ from amtp_obs.dashboard import create_app
 from amtp_obs.project import ALERTING_FILE, DASHBOARDS_DIR
 from amtp_obs.tempo import TempoApp
 from amtp_obs.testing.poll import eventually
+from amtp_obs.testing.prometheus import Prom
 
 UID = "llm-token-accounting"
 DASHBOARD_FILE = REPO / DASHBOARDS_DIR / f"{UID}.json"

@@ -18,7 +18,6 @@ from dash_helpers import (
     PROMPT_PER_STEP,
     REPO,
     TRACE_ID,
-    Prom,
     RecordingApp,
     ServerThread,
     alert_titles,
@@ -31,6 +30,7 @@ from amtp_obs.project import DASHBOARDS_DIR
 from amtp_obs.tempo import TempoApp
 from amtp_obs.testing.browser import chromium
 from amtp_obs.testing.browser import parse_panels as parse
+from amtp_obs.testing.prometheus import Prom
 
 pytestmark = pytest.mark.needs("chromium")
 UID = "llm-token-accounting"

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import httpx
-from dash_helpers import REPO, remote_write, run_prometheus
+from dash_helpers import REPO, remote_write
 
 from amtp_obs import contract
 from amtp_obs.accounting import rules
 from amtp_obs.collector.prometheus_naming import normalize_label
 from amtp_obs.project import VERIFY_SCRIPT, Project
+from amtp_obs.testing.prometheus import run_prometheus
 from amtp_obs.verify import Endpoints, Gate, ScriptFacts
 from amtp_obs.verify_panels import Contradiction, panel_queries, scrape_interval
 

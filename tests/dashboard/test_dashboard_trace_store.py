@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
-from dash_helpers import ServerThread, make_settings, run_prometheus, run_trace_store
+from dash_helpers import ServerThread, make_settings, run_trace_store
 
 from amtp_obs import contract
 from amtp_obs.dashboard import create_app
+from amtp_obs.testing.prometheus import run_prometheus
 
 UID = "llm-token-accounting"
 SERVICE = "agent-gamma"

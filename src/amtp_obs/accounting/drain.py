@@ -5,12 +5,16 @@ first evaluation of the accounting group whose read point (evaluation time minus
 is at or after it, and its increment is priced by the pricing group a step later (docs/cost.md).
 Prometheus does not re-run the evaluations it missed while it was down, so a stop right after a
 scrape loses that scrape's growth (and the last step's cost) whenever the restart skips a step.
-``amtp-obs down`` therefore stops everything that feeds Prometheus first, calls
-:func:`wait_until_counted`, and stops Prometheus last.
+Before that, the collector must have been scraped: its Prometheus exporter holds a finished
+process's last export in memory until the next scrape, and a collector stopped before it loses
+those tokens for good (the process is gone; nobody exports them again). ``amtp-obs down`` therefore
+first calls :func:`wait_until_scraped` (one scrape of the exporter that started after ``down``
+did), then stops everything that feeds Prometheus, calls :func:`wait_until_counted`, and stops
+Prometheus last. :class:`PrometheusDrain` is the two steps as the supervisor calls them.
 
-It waits only while something is pending: a token counter that moved (or appeared) after the
-accounting group's read point, or a non-zero increment after the pricing group's. An idle stack,
-or live series that did not move, stop at once.
+Each step waits only while something is pending: an exporter page with samples on it; a token
+counter that moved (or appeared) after the accounting group's read point, or a non-zero increment
+after the pricing group's. An idle stack, or live series that did not move, stop at once.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -138,3 +144,99 @@ def wait_until_counted(prometheus: str, *, poll: float = 0.5, timeout: float | N
         return f"not waited for: Prometheus did not answer ({type(exc).__name__})"
     finally:
         client.close()
+
+
+def _has_samples(page: str) -> bool:
+    """True when a Prometheus text page holds at least one sample line."""
+    return any(line.strip() and not line.lstrip().startswith("#") for line in page.splitlines())
+
+
+def _endpoint(url: str) -> tuple[int | None, str]:
+    """(port, path) of a URL: hosts differ (localhost, 127.0.0.1, a Compose name) for one target."""
+    parts = urlsplit(url)
+    return parts.port, parts.path or "/"
+
+
+def scrape_target(targets: Sequence[Mapping[str, Any]], exporter: str) -> Mapping[str, Any] | None:
+    """The active target (``/api/v1/targets``) that scrapes ``exporter``, matched by port and path."""
+    want = _endpoint(exporter)
+    for target in targets:
+        if _endpoint(str(target.get("scrapeUrl", ""))) == want:
+            return target
+    return None
+
+
+def scraped_since(target: Mapping[str, Any], since: float) -> bool | None:
+    """Whether the target's last scrape started at or after ``since`` (Unix time); None if unreadable.
+
+    Prometheus records a scrape's start time once the scrape has been appended, so a scrape that
+    started after the exporter page was read has stored everything that page held.
+    """
+    try:
+        last = datetime.fromisoformat(str(target["lastScrape"])).timestamp()
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    return last >= since
+
+
+DISCOVERY_TIMEOUT_S = 15.0
+"""How long a Prometheus that lists no target at all yet (it has just started) is given to find one."""
+
+
+def wait_until_scraped(prometheus: str, exporter: str, *, poll: float = 0.25, timeout: float | None = None) -> str:
+    """Wait for one scrape of the collector's exporter that started after this call; say how it went.
+
+    Call it before the collector stops. No wait when the exporter page is empty (nothing to lose)
+    or Prometheus scrapes other targets but not this one. ``timeout`` defaults to twice the target's
+    interval plus its scrape timeout, plus 5 s.
+    """
+    started = time.monotonic()
+    since = time.time()
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            try:
+                page = client.get(exporter)
+                page.raise_for_status()
+            except httpx.HTTPError as exc:
+                return f"not waited for: the collector's exporter did not answer ({type(exc).__name__})"
+            if not _has_samples(page.text):
+                return "nothing to scrape"
+            while True:
+                r = client.get(f"{prometheus}/api/v1/targets", params={"state": "active"})
+                r.raise_for_status()
+                targets = r.json()["data"]["activeTargets"]
+                target = scrape_target(targets, exporter)
+                if target is None and targets:
+                    return "not waited for: no Prometheus target scrapes the collector's exporter"
+                if timeout is None and target is not None:
+                    interval = parse_duration(str(target.get("scrapeInterval") or "1m"))
+                    timeout = 5.0 + 2 * interval + parse_duration(str(target.get("scrapeTimeout") or "10s"))
+                waited = time.monotonic() - started
+                if target is not None and scraped_since(target, since):
+                    if target.get("health") != "up":
+                        return f"scraped, but the scrape failed: {target.get('lastError') or 'unknown error'}"
+                    return f"scraped what the collector holds (waited {waited:.0f} s)"
+                if waited > (DISCOVERY_TIMEOUT_S if timeout is None else timeout):
+                    return f"gave up after {waited:.0f} s: the collector was not scraped again (docs/accounting.md)"
+                time.sleep(poll)
+    except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+        return f"not waited for: Prometheus did not answer ({type(exc).__name__})"
+
+
+@dataclass(frozen=True)
+class PrometheusDrain:
+    """What ``amtp-obs down`` waits for, in the supervisor's two steps (see the module docstring)."""
+
+    prometheus: str
+    exporter: str | None
+    """The collector's Prometheus exporter page, when the stack runs one."""
+
+    def scraped(self) -> str:
+        """Before anything stops: Prometheus has scraped what the collector's exporter holds."""
+        if self.exporter is None:
+            return "no collector exporter to scrape"
+        return wait_until_scraped(self.prometheus, self.exporter)
+
+    def counted(self) -> str:
+        """Before Prometheus stops: its accounting and pricing rules have counted what it scraped."""
+        return wait_until_counted(self.prometheus)

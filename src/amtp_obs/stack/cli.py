@@ -8,18 +8,17 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from amtp_obs import env
 from amtp_obs.console import make_console
-from amtp_obs.project import COMPOSE_FILE, SERVICE_PROMETHEUS, Project, ProjectError
+from amtp_obs.project import COMPOSE_FILE, SERVICE_COLLECTOR, SERVICE_PROMETHEUS, Project, ProjectError
 from amtp_obs.stack.addresses import PortInUseError
-from amtp_obs.stack.planning import ServicePlan, StackError, StackPlan, plan
+from amtp_obs.stack.planning import EXPORTER_URL, ServicePlan, StackError, StackPlan, plan
 from amtp_obs.stack.state import Layout, records, state_dir
 from amtp_obs.stack.supervisor import (
     DEFAULT_READY_TIMEOUT_S,
@@ -31,6 +30,9 @@ from amtp_obs.stack.supervisor import (
     spawn,
     stop_all,
 )
+
+if TYPE_CHECKING:
+    from amtp_obs.accounting.drain import PrometheusDrain
 
 console = make_console()
 err = make_console(stderr=True)
@@ -92,15 +94,18 @@ def _load_stack(layout: Layout) -> list[dict[str, Any]]:
         return []
 
 
-def _drain(services: list[dict[str, Any]]) -> Callable[[], str] | None:
-    """What runs before Prometheus stops: its rules count what it scraped last (docs/accounting.md)."""
-    from amtp_obs.accounting.drain import wait_until_counted
+def _drain(services: list[dict[str, Any]]) -> PrometheusDrain | None:
+    """What a stop waits for: the collector scraped, then the rules caught up (docs/accounting.md)."""
+    from amtp_obs.accounting.drain import PrometheusDrain
 
-    for s in services:
-        urls = [str(u) for what, u in s["urls"] if what == "Prometheus"] if s["name"] == SERVICE_PROMETHEUS else []
-        if urls:
-            return lambda: wait_until_counted(urls[0])
-    return None
+    def url(service: str, what: str) -> str | None:
+        found = [str(u) for s in services if s["name"] == service for w, u in s["urls"] if w == what]
+        return found[0] if found else None
+
+    prometheus = url(SERVICE_PROMETHEUS, "Prometheus")
+    if prometheus is None:
+        return None
+    return PrometheusDrain(prometheus, url(SERVICE_COLLECTOR, EXPORTER_URL))
 
 
 def _url_table(services: list[dict[str, Any]]) -> Table:
@@ -271,7 +276,8 @@ def register(app: typer.Typer) -> None:
     def down(state: StateDirOpt = None) -> None:
         """Stop exactly what `amtp-obs up` started (SIGTERM, then SIGKILL after a timeout).
 
-        Prometheus stops last, once its accounting and pricing rules have counted what it scraped.
+        First Prometheus scrapes what the collector holds; Prometheus stops last, once its accounting
+        and pricing rules have counted what it scraped.
         """
         layout = Layout(state_dir(state))
         services = _load_stack(layout)

@@ -64,6 +64,10 @@ class StackError(Exception):
     """The stack cannot be planned, started or stopped; the message says why and what to do."""
 
 
+EXPORTER_URL = "Collector Prometheus exporter"
+"""The name of the collector's Prometheus exporter page among a service's URLs (``down`` reads it)."""
+
+
 @dataclass
 class ServicePlan:
     """How one Compose service runs locally (or why it does not)."""
@@ -206,7 +210,7 @@ def _plan_collector(ctx: PlanContext, name: str) -> ServicePlan:
             plan.urls.append(("Collector pprof", _url(addr, "/debug/pprof/")))
     for exp_id, exp in (rendered.get("exporters") or {}).items():
         if exp_id.split("/")[0] == "prometheus" and isinstance(exp, dict) and (addr := _hostport(exp.get("endpoint"))):
-            plan.urls.append(("Collector Prometheus exporter", _url(addr, "/metrics")))
+            plan.urls.append((EXPORTER_URL, _url(addr, "/metrics")))
     telemetry = ((rendered.get("service") or {}).get("telemetry") or {}).get("metrics") or {}
     if addr := _hostport(telemetry.get("address")):
         plan.urls.append(("Collector self-metrics", _url(addr, "/metrics")))

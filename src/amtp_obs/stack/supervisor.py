@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -88,29 +89,45 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+class Drain(Protocol):
+    """What a stop waits for so that Prometheus keeps every token it was sent (docs/accounting.md)."""
+
+    def scraped(self) -> str:
+        """Before anything stops: Prometheus has scraped what the collector holds."""
+        ...
+
+    def counted(self) -> str:
+        """Before Prometheus stops: its rules have counted what it scraped."""
+        ...
+
+
 def stop_all(
     layout: Layout,
     order: Iterable[str] | None = None,
     timeout: float = STOP_TIMEOUT_S,
     *,
-    drain: Callable[[], str] | None = None,
+    drain: Drain | None = None,
 ) -> dict[str, str]:
     """Stop recorded services (reverse start order when known) and forget them.
 
-    With ``drain``, Prometheus goes last: every other service is stopped first (nothing new reaches
-    Prometheus), then, if Prometheus is still running, ``drain()`` lets its rules catch up (what it
-    says is reported under ``accounting``), then Prometheus is stopped (docs/accounting.md).
+    With ``drain``, while Prometheus and the collector both run, ``drain.scraped()`` first waits
+    for Prometheus to scrape the collector (reported under ``scrape``); then Prometheus goes last:
+    every other service is stopped (nothing new reaches Prometheus), ``drain.counted()`` lets its
+    rules catch up (reported under ``accounting``), and Prometheus is stopped.
     """
     recs = {r.service: r for r in records(layout)}
     names = [n for n in (order or []) if n in recs] or sorted(recs, key=lambda n: recs[n].started_at)
     stopping = [*reversed(names), *(set(recs) - set(names))]
+    result: dict[str, str] = {}
     if drain is not None and SERVICE_PROMETHEUS in stopping:
         stopping.remove(SERVICE_PROMETHEUS)
         stopping.append(SERVICE_PROMETHEUS)
-    result: dict[str, str] = {}
+        feeder = recs.get(SERVICE_COLLECTOR)
+        if feeder is not None and feeder.matches() and recs[SERVICE_PROMETHEUS].matches():
+            result["scrape"] = drain.scraped()
     for name in stopping:
         if name == SERVICE_PROMETHEUS and drain is not None and recs[name].matches():
-            result["accounting"] = drain()
+            result["accounting"] = drain.counted()
         result[name] = stop_record(recs[name], timeout)
         layout.pid_file(name).unlink(missing_ok=True)
     return result
