@@ -29,8 +29,11 @@ import yaml
 from opentelemetry.sdk.resources import SERVICE_NAME
 
 from amtp_obs import contract, env
+from amtp_obs.accounting import rules as accounting_rules
 from amtp_obs.demo import SERVICES
+from amtp_obs.durations import parse_duration
 from amtp_obs.net import bound_sockets, free_ports, port_is_free
+from amtp_obs.pricing import rules as pricing_rules
 from amtp_obs.project import (
     COLLECTOR_CONFIG,
     DASHBOARDS_DIR,
@@ -57,6 +60,14 @@ CLI = [sys.executable, "-m", "amtp_obs.cli"]
 PORT_VARIABLES = tuple(Project(REPO, {}).port_variables())  # every OBS_* port compose publishes
 ARTIFACTS = REPO / "artifacts"  # gitignored: screenshots for people
 PROM_WAIT_S = 45.0  # generous: the embedded stack scrapes and pushes span metrics every 5 s (stack/cadence.py)
+PRICED_WAIT_S = (
+    parse_duration(cadence.DEFAULT_INTERVAL)  # the scrape that reads a process's last export
+    + parse_duration(accounting_rules.DELAY)  # the accounting group reads that late,
+    + parse_duration(accounting_rules.STEP)  # at its next step;
+    + 2 * parse_duration(pricing_rules.STEP)  # the pricing group reads one step late, at its next step
+    + 30.0  # evaluation time on a loaded machine
+)
+"""From a process's exit to its spend in the pricing rules' output: up to 65 s of rule steps."""
 RUN = secrets.token_hex(4)
 SDK_SERVICE = f"e2e-sdk-{RUN}"
 JSON_SERVICE = f"e2e-json-{RUN}"
@@ -469,8 +480,9 @@ def test_dashboard_in_headless_chromium_after_the_demo(stack: Stack, demo: subpr
         ok = list(panels) == titles and all(has_value(t, p) for t, p in panels.items())
         return panels if ok else None
 
-    # Right after the demo every panel waits for a scrape, a rule evaluation and two generator pushes.
-    panels = eventually(panels_with_values, 2 * PROM_WAIT_S, 2.0)
+    # Right after the demo every panel waits for a scrape, the rules (spend: the pricing rules' steps
+    # after the accounting rules') and two generator pushes.
+    panels = eventually(panels_with_values, PRICED_WAIT_S, 2.0)
     if not panels:
         pytest.fail(f"panels without values: {parse_panels(chromium(url, stack.cwd, '--dump-dom', budget_ms=3000))}")
     assert not any(p["error"] for p in panels.values())
@@ -596,7 +608,7 @@ def test_spend_equals_the_hand_computed_usd_everywhere(stack: Stack) -> None:
             and len(per_call_cost) == 1 and _close(float(per_call_cost[0]["value"][1]), total / 3)
         )  # fmt: skip
 
-    wait_for(spend_shown, PROM_WAIT_S, interval=1.0)
+    wait_for(spend_shown, PRICED_WAIT_S, interval=1.0)
     unpriced_panel = {s["metric"].get("llm_model"): float(s["value"][1]) for s in panel("Unpriced Tokens")}
     assert unpriced_panel == {UNPRICED_MODEL: unpriced_tokens}
 
