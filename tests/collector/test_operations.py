@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from amtp_obs.collector import TELEMETRY, Collector
 from amtp_obs.collector import telemetry as tm
-from amtp_obs.collector.processors import ERR_DATA_REFUSED
+from amtp_obs.collector.processors import ERR_DATA_REFUSED, release_memory
 from amtp_obs.collector.telemetry import rss_bytes
 from amtp_obs.net import bound_sockets, free_port
 from amtp_obs.testing.otlp_sink import OtlpSink, to_key_values
@@ -92,6 +92,10 @@ async def test_memory_limiter_accepts_again_once_memory_is_released(sink: OtlpSi
     # the two: refused, with one forced collection on crossing the soft limit. Past the hard limit a
     # collection would be forced at every check, and in a process holding a whole test session's
     # objects each one can hold the GIL long enough to starve the event loop.
+    # Measured after the same release the limiter forces: garbage left by earlier tests in this process
+    # (any test order) would otherwise make the baseline too high, and the limiter's one collection on
+    # crossing the soft limit could free more than the blob adds (seen in CI: never refused).
+    release_memory()
     doc["processors"][ml_id].update(check_interval="50ms", limit_mib=rss_bytes() // mib + 120, spike_limit_mib=60)
     c = await make_collector(doc)
     assert (await post_spans(c, 1)).status_code == 200
