@@ -88,18 +88,20 @@ async def test_memory_limiter_accepts_again_once_memory_is_released(sink: OtlpSi
     mib = 1024 * 1024
     doc = render(project_config(), sink.grpc_endpoint)
     ml_id = find_id(doc, "processors", "memory_limiter")
-    # Soft limit 60 MiB and hard limit 120 MiB above what this process uses now. The blob lands between
-    # the two: refused, with one forced collection on crossing the soft limit. Past the hard limit a
-    # collection would be forced at every check, and in a process holding a whole test session's
-    # objects each one can hold the GIL long enough to starve the event loop.
-    # Measured after the same release the limiter forces: garbage left by earlier tests in this process
-    # (any test order) would otherwise make the baseline too high, and the limiter's one collection on
-    # crossing the soft limit could free more than the blob adds (seen in CI: never refused).
+    # Soft limit 60 MiB and hard limit 120 MiB above what this process uses now. The test's own memory
+    # grows to just past the soft limit, never near the hard one: refused, with one forced collection
+    # on crossing the soft limit. Past the hard limit a collection would be forced at every check, and
+    # in a process holding a whole test session's objects each one can hold the GIL long enough to
+    # starve the event loop. It grows in steps rather than by one fixed blob: the limiter's collection
+    # (or anything else in this process) may free garbage earlier tests left (any test order), and a
+    # fixed blob then stayed under the soft limit (seen in CI: never refused).
     release_memory()
-    doc["processors"][ml_id].update(check_interval="50ms", limit_mib=rss_bytes() // mib + 120, spike_limit_mib=60)
+    base = rss_bytes()
+    doc["processors"][ml_id].update(check_interval="50ms", limit_mib=base // mib + 120, spike_limit_mib=60)
+    soft = (base // mib + 60) * mib
     c = await make_collector(doc)
     assert (await post_spans(c, 1)).status_code == 200
-    blob = b"x" * (90 * mib)  # touched pages: RSS grows past the soft limit, not the hard one
+    blobs: list[bytes] = []
     statuses: list[int] = []
 
     async def status() -> int:
@@ -109,13 +111,15 @@ async def test_memory_limiter_accepts_again_once_memory_is_released(sink: OtlpSi
     try:
         refused = False
         for _ in range(200):
+            if rss_bytes() < soft + 10 * mib:
+                blobs.append(b"x" * (10 * mib))  # touched pages: resident at once
             if await status() == 503:
                 refused = True
                 break
             await asyncio.sleep(0.02)
-        assert refused, statuses
+        assert refused, (statuses, len(blobs), rss_bytes() >> 20, soft >> 20)
     finally:
-        del blob
+        del blobs
     accepted = False
     for _ in range(200):
         if await status() == 200:
