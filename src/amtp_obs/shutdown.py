@@ -1,9 +1,11 @@
-"""How an embedded service's process learns to stop: SIGTERM (what `amtp-obs down` sends) or SIGINT."""
+"""How a process is stopped: SIGTERM (what `amtp-obs down` sends) or SIGINT, then SIGKILL if it lingers."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+from typing import Any
 
 
 def stop_event() -> asyncio.Event:
@@ -13,3 +15,15 @@ def stop_event() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM a child process, SIGKILL it if it has not exited within ``timeout``, and reap it."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)

@@ -125,7 +125,7 @@ def test_an_empty_page_or_an_unscraped_exporter_is_not_waited_for(prom: Prom, pa
     page.text = "# HELP nothing yet\n"
     assert drain.wait_until_scraped(prom.url, _exporter(page)) == "nothing to scrape"
     page.text = "llm_prompt_tokens_total 1\n"
-    other = f"http://{LOOPBACK}:{page.server_port + 1}/metrics"  # a page nothing scrapes (and nobody serves)
+    other = f"http://{LOOPBACK}:{free_port()}/metrics"  # a page nothing scrapes (and nobody serves)
     assert drain.wait_until_scraped(prom.url, other).startswith("not waited for: the collector's exporter")
     # The page is there but Prometheus has another target only: no wait, and it says why.
     assert drain.wait_until_scraped(prom.url, _exporter(page).replace("/metrics", "/other")).startswith(

@@ -34,6 +34,7 @@ from amtp_obs.check.promql import parse_selectors
 from amtp_obs.dashboard import DashboardSettings, create_app
 from amtp_obs.net import free_port
 from amtp_obs.project import ALERTING_FILE, DASHBOARDS_DIR, DATASOURCES_DIR, PROMETHEUS_CONFIG, Project
+from amtp_obs.shutdown import terminate
 from amtp_obs.testing.poll import eventually
 
 pytestmark = pytest.mark.needs("prometheus", "alertmanager")
@@ -193,11 +194,7 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, Any] | None], 
         )
 
         def stop_prom() -> None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            terminate(proc)
             log.close()
 
         cleanups.append(stop_prom)

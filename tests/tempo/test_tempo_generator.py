@@ -19,6 +19,7 @@ from tempo_helpers import Exporter, new_id, request, span, tempo_doc, wait_until
 
 from amtp_obs import contract
 from amtp_obs.net import free_port
+from amtp_obs.shutdown import terminate
 from amtp_obs.tempo import TempoApp, remote_write
 from amtp_obs.tempo.config import load_config
 from amtp_obs.tempo.generator import MetricsGenerator, dimension_label, format_float
@@ -70,12 +71,7 @@ class Prometheus:
         return float(result[0]["value"][1]) if len(result) == 1 else None
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
 
 
 @pytest.fixture

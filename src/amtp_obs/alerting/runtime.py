@@ -32,6 +32,7 @@ import yaml
 from amtp_obs import env
 from amtp_obs.alerting.translate import TranslationError, translate
 from amtp_obs.project import ALERTING_FILE, Project, ProjectError
+from amtp_obs.shutdown import terminate
 from amtp_obs.tools import find_tool, names_of
 
 ALERTMANAGER_BINARIES = names_of("alertmanager")
@@ -215,13 +216,8 @@ class AlertmanagerProcess:
         raise AlertingRuntimeError(f"Alertmanager did not become ready on {self.url}:\n{tail}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        if self.proc is not None:
+            terminate(self.proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

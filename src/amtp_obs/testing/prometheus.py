@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from amtp_obs.net import LOOPBACK, free_port
+from amtp_obs.shutdown import terminate
 from amtp_obs.testing import tools
 from amtp_obs.tools import find_tool
 
@@ -71,9 +72,5 @@ def run_prometheus(
             time.sleep(0.1)
         yield Prom(url, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
         log.close()
