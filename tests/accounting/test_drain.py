@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from amtp_obs import contract
 from amtp_obs.accounting import drain
 from amtp_obs.net import LOOPBACK, free_port
 from amtp_obs.testing.poll import eventually
@@ -87,6 +88,8 @@ def page() -> Iterator[Page]:
         server.server_close()
 
 
+PROMPT = contract.PROMPT_TOKENS.prometheus_name
+
 SCRAPE_S = 3
 """Long enough that a call lands between two scrapes, short enough for a test."""
 
@@ -110,21 +113,21 @@ def _latest(prom: Prom, metric: str) -> float | None:
 
 @pytest.mark.needs("prometheus")
 def test_a_value_the_exporter_holds_is_in_prometheus_when_the_wait_ends(prom: Prom, page: Page) -> None:
-    page.text = "llm_prompt_tokens_total 100\n"
-    assert eventually(lambda: _latest(prom, "llm_prompt_tokens_total") == 100, 4 * SCRAPE_S)
+    page.text = f"{PROMPT} 100\n"
+    assert eventually(lambda: _latest(prom, PROMPT) == 100, 4 * SCRAPE_S)
     # A process exported more and exited: the page moved, Prometheus has not scraped it yet.
-    page.text = "llm_prompt_tokens_total 160\n"
-    assert _latest(prom, "llm_prompt_tokens_total") == 100
+    page.text = f"{PROMPT} 160\n"
+    assert _latest(prom, PROMPT) == 100
     said = drain.wait_until_scraped(prom.url, _exporter(page))
     assert said.startswith("scraped what the collector holds"), said
-    assert _latest(prom, "llm_prompt_tokens_total") == 160
+    assert _latest(prom, PROMPT) == 160
 
 
 @pytest.mark.needs("prometheus")
 def test_an_empty_page_or_an_unscraped_exporter_is_not_waited_for(prom: Prom, page: Page, tmp_path: Path) -> None:
     page.text = "# HELP nothing yet\n"
     assert drain.wait_until_scraped(prom.url, _exporter(page)) == "nothing to scrape"
-    page.text = "llm_prompt_tokens_total 1\n"
+    page.text = f"{PROMPT} 1\n"
     other = f"http://{LOOPBACK}:{free_port()}/metrics"  # a page nothing scrapes (and nobody serves)
     assert drain.wait_until_scraped(prom.url, other).startswith("not waited for: the collector's exporter")
     # The page is there but Prometheus has another target only: no wait, and it says why.
@@ -135,7 +138,7 @@ def test_an_empty_page_or_an_unscraped_exporter_is_not_waited_for(prom: Prom, pa
 
 @pytest.mark.needs("prometheus")
 def test_a_failing_scrape_ends_the_wait_and_says_so(prom: Prom, page: Page) -> None:
-    page.text = "llm_prompt_tokens_total{ not a label set\n"
+    page.text = f"{PROMPT}{{ not a label set\n"
     said = drain.wait_until_scraped(prom.url, _exporter(page))
     assert said.startswith("scraped, but the scrape failed"), said
 
